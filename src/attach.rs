@@ -1,0 +1,105 @@
+//! Pool threads stay attached to the interpreter for their whole life.
+//!
+//! `Python::attach` on a thread that has no thread state creates one and destroys it again on
+//! release, so a short call would pay for a thread state every time. Pool threads instead make
+//! their thread state once when they start (`thread_started`), keep it while idle (detached:
+//! they do not hold the GIL), and destroy it when the pool lets the thread go
+//! (`thread_stopping`). Once the interpreter begins to exit, nothing here touches Python again.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Set by the package's exit hook, after every pool has drained and before finalization.
+pub fn mark_exiting() {
+    EXITING.store(true, Ordering::SeqCst);
+}
+
+pub fn exiting() -> bool {
+    EXITING.load(Ordering::SeqCst)
+}
+
+thread_local! {
+    static HELD: Cell<Option<(ffi::PyGILState_STATE, *mut ffi::PyThreadState)>> = const { Cell::new(None) };
+}
+
+/// What a pool runs once in each new worker thread, with the thread's Python name.
+pub struct ThreadSetup {
+    pub initializer: Option<Py<PyAny>>,
+    pub initargs: Py<PyTuple>,
+    /// Set to the pool's "broken" message when an initializer raised (ThreadPoolExecutor's rule:
+    /// a pool whose initializer failed is not usable any more).
+    pub broken: Arc<OnceLock<String>>,
+    pub broken_message: &'static str,
+}
+
+/// Called first thing in a new pool thread.
+pub fn thread_started(setup: &ThreadSetup) {
+    if exiting() {
+        return;
+    }
+    unsafe {
+        if ffi::Py_IsInitialized() == 0 {
+            return;
+        }
+        let gstate = ffi::PyGILState_Ensure();
+        {
+            let py = Python::assume_attached();
+            name_python_thread(py);
+            if let Some(init) = &setup.initializer {
+                if let Err(err) = init.bind(py).call1(setup.initargs.bind(py)) {
+                    log_initializer_failure(py, err);
+                    let _ = setup.broken.set(setup.broken_message.to_string());
+                }
+            }
+        }
+        let tstate = ffi::PyEval_SaveThread();
+        HELD.set(Some((gstate, tstate)));
+    }
+}
+
+/// Called last thing in a pool thread that the pool lets go.
+pub fn thread_stopping() {
+    if let Some((gstate, tstate)) = HELD.take() {
+        if exiting() {
+            // The interpreter is going away: leave the thread state for finalization to reclaim.
+            return;
+        }
+        unsafe {
+            ffi::PyEval_RestoreThread(tstate);
+            ffi::PyGILState_Release(gstate);
+        }
+    }
+}
+
+/// Give `threading.current_thread()` the pool thread's name, as ThreadPoolExecutor does.
+fn name_python_thread(py: Python<'_>) {
+    let Some(name) = std::thread::current().name().map(str::to_owned) else {
+        return;
+    };
+    let r = py
+        .import("threading")
+        .and_then(|t| t.call_method0("current_thread"))
+        .and_then(|t| t.setattr("name", name));
+    if let Err(e) = r {
+        e.write_unraisable(py, None);
+    }
+}
+
+fn log_initializer_failure(py: Python<'_>, err: PyErr) {
+    let logged = (|| -> PyResult<()> {
+        let logger = py.import("concurrent.futures._base")?.getattr("LOGGER")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("exc_info", err.value(py))?;
+        logger.call_method("critical", ("Exception in initializer:",), Some(&kwargs))?;
+        Ok(())
+    })();
+    if logged.is_err() {
+        err.write_unraisable(py, None);
+    }
+}

@@ -1,0 +1,66 @@
+//! isolation="thread": a fixed rayon pool of threads of this interpreter.
+//!
+//! A worker holds the GIL only while Python runs, so code that releases the GIL (hashlib, zlib,
+//! numpy, Rust extensions) runs in parallel; pure-Python code does not on a GIL build.
+
+use super::Isolation;
+use crate::attach::{self, ThreadSetup};
+use crate::job::Job;
+use crate::runner::{Scheduler, Spawn};
+use pyo3::prelude::*;
+use std::sync::Arc;
+
+pub struct RayonSpawner {
+    pool: rayon::ThreadPool,
+}
+
+impl Spawn for RayonSpawner {
+    fn spawn(&self, task: Box<dyn FnOnce() + Send + 'static>) {
+        self.pool.spawn(task);
+    }
+}
+
+pub struct ThreadIsolation {
+    sched: Arc<Scheduler<RayonSpawner>>,
+}
+
+pyo3::import_exception!(concurrent.futures.process, BrokenProcessPool);
+
+impl ThreadIsolation {
+    pub fn new(workers: usize, name_prefix: String, setup: ThreadSetup) -> PyResult<Self> {
+        let broken = setup.broken.clone();
+        let setup = Arc::new(setup);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(move |i| format!("{name_prefix}_{i}"))
+            .start_handler(move |_| attach::thread_started(&setup))
+            .exit_handler(|_| attach::thread_stopping())
+            .panic_handler(|_| {
+                // Jobs catch their own panics; a panic reaching here is a scheduler bug. rayon
+                // would abort the process without a handler: keep the process alive.
+                eprintln!("rustpool: a CPU pool worker panicked outside a job");
+            })
+            .build()
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        Ok(ThreadIsolation {
+            sched: Scheduler::new(RayonSpawner { pool }, workers, broken, |m| {
+                BrokenProcessPool::new_err(m)
+            }),
+        })
+    }
+}
+
+impl Isolation for ThreadIsolation {
+    fn submit(&self, _py: Python<'_>, job: Job) -> PyResult<()> {
+        self.sched.submit(job)
+    }
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
+        self.sched.shutdown(py, wait, cancel_futures)
+    }
+    fn is_shutdown(&self) -> bool {
+        self.sched.is_shutdown()
+    }
+    fn counts(&self) -> (usize, usize) {
+        self.sched.counts()
+    }
+}

@@ -1,0 +1,188 @@
+//! One unit of pool work: a Python call, and where its outcome goes.
+
+use crate::bridge::{Completer, Outcome};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+pub struct Call {
+    pub func: Py<PyAny>,
+    pub args: Py<PyTuple>,
+    pub kwargs: Option<Py<PyDict>>,
+    /// The contextvars context to run in (`to_thread` carries the caller's copy).
+    pub ctx: Option<Py<PyAny>>,
+}
+
+impl Call {
+    fn invoke(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let call = || {
+            self.func
+                .bind(py)
+                .call(self.args.bind(py), self.kwargs.as_ref().map(|k| k.bind(py)))
+                .map(Bound::unbind)
+        };
+        let Some(ctx) = &self.ctx else {
+            return call();
+        };
+        unsafe {
+            if ffi::PyContext_Enter(ctx.as_ptr()) != 0 {
+                return Err(PyErr::fetch(py));
+            }
+            let result = call();
+            if ffi::PyContext_Exit(ctx.as_ptr()) != 0 {
+                return Err(PyErr::fetch(py));
+            }
+            result
+        }
+    }
+}
+
+pub enum Work {
+    Call(Call),
+    /// A job whose Rust side panics: lets the tests prove a panic becomes an exception.
+    Panic,
+}
+
+/// Where the outcome goes.
+pub enum Target {
+    /// An asyncio future, settled on its loop through the completion bridge.
+    Loop { completer: Arc<Completer>, fut: Py<PyAny> },
+    /// A `concurrent.futures.Future`, settled from the worker thread (it is thread-safe).
+    Concurrent { fut: Py<PyAny> },
+}
+
+impl Target {
+    /// False when the future was cancelled before the call started: then it never starts.
+    fn claim(&self, py: Python<'_>) -> bool {
+        let r = match self {
+            Target::Loop { fut, .. } => fut
+                .bind(py)
+                .call_method0(intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .map(|done| !done),
+            Target::Concurrent { fut } => fut
+                .bind(py)
+                .call_method0(intern!(py, "set_running_or_notify_cancel"))
+                .and_then(|d| d.is_truthy()),
+        };
+        r.unwrap_or(false)
+    }
+
+    fn finish(self, py: Python<'_>, outcome: Outcome) {
+        match self {
+            Target::Loop { completer, fut } => completer.complete(py, fut, outcome),
+            Target::Concurrent { fut } => {
+                let fut = fut.bind(py);
+                let r = match outcome {
+                    Outcome::Ok(v) => fut.call_method1(intern!(py, "set_result"), (v,)),
+                    Outcome::Err(e) => {
+                        fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))
+                    }
+                    Outcome::Cancel => fut.call_method0(intern!(py, "cancel")),
+                };
+                // Only fails when someone else already settled the future by hand.
+                drop(r);
+            }
+        }
+    }
+}
+
+pub struct Job {
+    pub work: Work,
+    pub target: Target,
+}
+
+impl Job {
+    pub fn run(self, py: Python<'_>) {
+        if !self.target.claim(py) {
+            return;
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| match &self.work {
+            Work::Call(call) => call.invoke(py),
+            Work::Panic => panic!("rustpool test panic inside a pool worker"),
+        }))
+        .unwrap_or_else(|payload| Err(panic_error(payload)));
+        let outcome = match result {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => Outcome::Err(e),
+        };
+        self.target.finish(py, outcome);
+    }
+
+    /// Settle without running: cancelled by `shutdown(cancel_futures=True)`.
+    pub fn cancel(self, py: Python<'_>) {
+        self.target.finish(py, Outcome::Cancel);
+    }
+
+    /// Settle without running: the pool cannot run it.
+    pub fn fail(self, py: Python<'_>, err: PyErr) {
+        if self.target.claim(py) {
+            self.target.finish(py, Outcome::Err(err));
+        }
+    }
+}
+
+fn panic_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
+    let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    };
+    PanicException::new_err(msg)
+}
+
+/// Build the job for an awaitable call on the running loop; returns it with its future.
+pub fn loop_job<'py>(
+    py: Python<'py>,
+    func: Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+    kwargs: Option<Bound<'py, PyDict>>,
+    carry_context: bool,
+) -> PyResult<(Job, Bound<'py, PyAny>)> {
+    let completer = crate::bridge::current_completer(py)?;
+    let fut = completer.create_future(py)?;
+    let ctx = if carry_context {
+        Some(crate::bridge::copy_context(py)?)
+    } else {
+        None
+    };
+    let job = Job {
+        work: Work::Call(Call {
+            func: func.unbind(),
+            args: args.unbind(),
+            kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
+            ctx,
+        }),
+        target: Target::Loop {
+            completer,
+            fut: fut.clone().unbind(),
+        },
+    };
+    Ok((job, fut))
+}
+
+/// Build the job for `Executor.submit`: the caller made the `concurrent.futures.Future`.
+pub fn concurrent_job(
+    future: Bound<'_, PyAny>,
+    func: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    kwargs: Option<Bound<'_, PyDict>>,
+) -> Job {
+    Job {
+        work: Work::Call(Call {
+            func: func.unbind(),
+            args: args.unbind(),
+            kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
+            ctx: None,
+        }),
+        target: Target::Concurrent {
+            fut: future.unbind(),
+        },
+    }
+}
