@@ -103,8 +103,13 @@ impl BlockingPool {
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (job, fut) = loop_job(py, func, args, kwargs, true)?;
-        self.sched.submit(job)?;
+        let (job, fut, completer) = loop_job(py, func, args, kwargs, true)?;
+        let claimed = completer.claim_wake();
+        let queued = self.sched.submit(py, job);
+        if claimed {
+            completer.drain_soon(py)?;
+        }
+        queued?;
         Ok(fut)
     }
 
@@ -112,12 +117,14 @@ impl BlockingPool {
     #[pyo3(signature = (future, func, args, kwargs=None))]
     fn submit(
         &self,
+        py: Python<'_>,
         future: Bound<'_, PyAny>,
         func: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         kwargs: Option<Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        self.sched.submit(concurrent_job(future, func, args, kwargs))
+        self.sched
+            .submit(py, concurrent_job(future, func, args, kwargs))
     }
 
     #[pyo3(signature = (wait=true, cancel_futures=false))]
@@ -153,12 +160,16 @@ impl BlockingPool {
     }
 
     /// Test hook: a job whose Rust side panics; its concurrent future gets a PanicException.
-    fn _submit_panicking(&self, future: Bound<'_, PyAny>) -> PyResult<()> {
-        self.sched.submit(Job {
-            work: Work::Panic,
-            target: Target::Concurrent {
-                fut: future.unbind(),
-            },
-        })
+    fn _submit_panicking(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        self.sched
+            .submit(
+                py,
+                Job {
+                    work: Work::Panic,
+                    target: Target::Concurrent {
+                        fut: future.unbind(),
+                    },
+                },
+            )
     }
 }

@@ -100,6 +100,25 @@ impl Completer {
         self.loop_.bind(py).call_method0(intern!(py, "create_future"))
     }
 
+    /// Called on the loop's thread before it queues work: takes over the job of waking the loop
+    /// for whatever completes until the next drain, so workers need not write to the loop's
+    /// self-pipe. True when taken: the caller must then call `drain_soon` once the work is
+    /// queued.
+    pub fn claim_wake(&self) -> bool {
+        !self.queue.scheduled.swap(true, Ordering::SeqCst)
+    }
+
+    /// Release a claim from `claim_wake`: drain on the next loop iteration (the caller runs on
+    /// the loop's thread, so `call_soon` needs no self-pipe write). The task awaiting a call
+    /// that finished during a hand-off is thus woken without any cross-thread wake-up, and still
+    /// yields to the loop once, as `asyncio.to_thread` does.
+    pub fn drain_soon(&self, py: Python<'_>) -> PyResult<()> {
+        self.loop_
+            .bind(py)
+            .call_method1(intern!(py, "call_soon"), (self.drain.clone_ref(py),))
+            .map(drop)
+    }
+
     /// Deliver an outcome from any thread (the caller holds the GIL).
     pub fn complete(&self, py: Python<'_>, fut: Py<PyAny>, outcome: Outcome) {
         if self.queue.closed.load(Ordering::Acquire) {

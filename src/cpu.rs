@@ -62,8 +62,13 @@ impl CpuPool {
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (job, fut) = loop_job(py, func, args, kwargs, false)?;
-        self.backend.submit(py, job)?;
+        let (job, fut, completer) = loop_job(py, func, args, kwargs, false)?;
+        let claimed = completer.claim_wake();
+        let queued = self.backend.submit(py, job);
+        if claimed {
+            completer.drain_soon(py)?;
+        }
+        queued?;
         Ok(fut)
     }
 
@@ -113,14 +118,15 @@ impl CpuPool {
 
     /// Test hook: a job whose Rust side panics; its concurrent future gets a PanicException.
     fn _submit_panicking(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
-        self.backend.submit(
-            py,
-            Job {
-                work: Work::Panic,
-                target: Target::Concurrent {
-                    fut: future.unbind(),
+        self.backend
+            .submit(
+                py,
+                Job {
+                    work: Work::Panic,
+                    target: Target::Concurrent {
+                        fut: future.unbind(),
+                    },
                 },
-            },
-        )
+            )
     }
 }

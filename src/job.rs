@@ -137,14 +137,15 @@ fn panic_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
     PanicException::new_err(msg)
 }
 
-/// Build the job for an awaitable call on the running loop; returns it with its future.
+/// Build the job for an awaitable call on the running loop; returns it with its future and the
+/// loop's completer.
 pub fn loop_job<'py>(
     py: Python<'py>,
     func: Bound<'py, PyAny>,
     args: Bound<'py, PyTuple>,
     kwargs: Option<Bound<'py, PyDict>>,
     carry_context: bool,
-) -> PyResult<(Job, Bound<'py, PyAny>)> {
+) -> PyResult<(Job, Bound<'py, PyAny>, Arc<Completer>)> {
     let completer = crate::bridge::current_completer(py)?;
     let fut = completer.create_future(py)?;
     let ctx = if carry_context {
@@ -160,11 +161,11 @@ pub fn loop_job<'py>(
             ctx,
         }),
         target: Target::Loop {
-            completer,
+            completer: completer.clone(),
             fut: fut.clone().unbind(),
         },
     };
-    Ok((job, fut))
+    Ok((job, fut, completer))
 }
 
 /// Build the job for `Executor.submit`: the caller made the `concurrent.futures.Future`.

@@ -51,8 +51,8 @@ impl ThreadIsolation {
 }
 
 impl Isolation for ThreadIsolation {
-    fn submit(&self, _py: Python<'_>, job: Job) -> PyResult<()> {
-        self.sched.submit(job)
+    fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()> {
+        self.sched.submit(py, job)
     }
     fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
         self.sched.shutdown(py, wait, cancel_futures)
