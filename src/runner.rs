@@ -231,3 +231,101 @@ impl<S: Spawn> Scheduler<S> {
         (st.runners, st.queue.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::concurrent_job;
+    use pyo3::types::{PyDict, PyTuple};
+
+    struct StdSpawner;
+    impl Spawn for StdSpawner {
+        fn spawn(&self, task: Box<dyn FnOnce() + Send + 'static>) {
+            std::thread::spawn(task);
+        }
+    }
+
+    fn scheduler(cap: usize) -> Arc<Scheduler<StdSpawner>> {
+        Python::initialize();
+        Scheduler::new(StdSpawner, cap, Arc::new(OnceLock::new()), PyRuntimeError::new_err)
+    }
+
+    fn future(py: Python<'_>) -> Bound<'_, PyAny> {
+        py.import("concurrent.futures")
+            .unwrap()
+            .getattr("Future")
+            .unwrap()
+            .call0()
+            .unwrap()
+    }
+
+    fn submit_call<'py>(
+        py: Python<'py>,
+        s: &Arc<Scheduler<StdSpawner>>,
+        func: &Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let fut = future(py);
+        s.submit(py, concurrent_job(fut.clone(), func.clone(), args, None::<Bound<'py, PyDict>>))?;
+        Ok(fut)
+    }
+
+    fn result(py: Python<'_>, fut: &Bound<'_, PyAny>) -> PyResult<i64> {
+        fut.call_method1("result", (10.0,))?.extract()
+    }
+
+    #[test]
+    fn runs_every_job_and_stays_within_cap() {
+        let s = scheduler(3);
+        Python::attach(|py| {
+            let abs = py.import("builtins").unwrap().getattr("abs").unwrap();
+            let futs: Vec<_> = (0..200)
+                .map(|i| submit_call(py, &s, &abs, PyTuple::new(py, [-i]).unwrap()).unwrap())
+                .collect();
+            assert!(s.counts().0 <= 3);
+            for (i, f) in futs.iter().enumerate() {
+                assert_eq!(result(py, f).unwrap(), i as i64);
+            }
+        });
+        Python::attach(|py| s.shutdown(py, true, false));
+        assert_eq!(s.counts(), (0, 0));
+    }
+
+    #[test]
+    fn submit_after_shutdown_is_refused() {
+        let s = scheduler(2);
+        Python::attach(|py| {
+            s.shutdown(py, true, false);
+            let abs = py.import("builtins").unwrap().getattr("abs").unwrap();
+            let err = submit_call(py, &s, &abs, PyTuple::new(py, [1]).unwrap()).unwrap_err();
+            assert!(err.to_string().contains("after shutdown"), "{err}");
+        });
+    }
+
+    #[test]
+    fn a_panicking_job_becomes_an_exception() {
+        let s = scheduler(1);
+        Python::attach(|py| {
+            let fut = future(py);
+            s.submit(
+                py,
+                Job {
+                    work: crate::job::Work::Panic,
+                    target: crate::job::Target::Concurrent {
+                        fut: fut.clone().unbind(),
+                    },
+                },
+            )
+            .unwrap();
+            // Look at the exception without raising it (PyO3 would resume a raised panic).
+            let exc = fut.call_method1("exception", (10.0,)).unwrap();
+            let name: String = exc.get_type().name().unwrap().extract().unwrap();
+            assert_eq!(name, "PanicException");
+            assert!(exc.str().unwrap().to_string().contains("panic"));
+            let abs = py.import("builtins").unwrap().getattr("abs").unwrap();
+            let ok = submit_call(py, &s, &abs, PyTuple::new(py, [-5]).unwrap()).unwrap();
+            assert_eq!(result(py, &ok).unwrap(), 5);
+            s.shutdown(py, true, false);
+        });
+    }
+}

@@ -31,3 +31,21 @@ pub fn resolve(name: &str) -> PyResult<&'static str> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn auto_and_thread_resolve_to_thread() {
+        assert_eq!(resolve("auto").unwrap(), "thread");
+        assert_eq!(resolve("thread").unwrap(), "thread");
+    }
+
+    #[test]
+    fn unknown_modes_are_refused() {
+        pyo3::Python::initialize();
+        assert!(resolve("fork").unwrap_err().to_string().contains("isolation must be one of"));
+        assert!(resolve("process").is_err());
+    }
+}

@@ -1,0 +1,34 @@
+# rustpool: everything a fresh machine needs goes through here.
+#   make demo   build, then rustpool side by side with the standard library's executors
+#   make test   cargo test + pytest on every CPython 3.11+ found (missing versions are reported)
+#   make bench  pytest-benchmark tables, rustpool beside its anchors
+SHELL := /bin/bash
+PY ?= 3.11
+BENCH_PYTHONS ?= 3.11 3.13
+
+.PHONY: all build demo test bench lint clean
+
+all: build
+
+build:
+	@scripts/pythons.sh venv $(PY) >/dev/null
+
+demo:
+	@py=$$(scripts/pythons.sh venv $(PY)) && $$py examples/demo.py
+
+test:
+	@scripts/test-all.sh
+
+bench:
+	@set -e; for m in $(BENCH_PYTHONS); do \
+	  if [ -z "$$(scripts/pythons.sh find $$m)" ]; then echo "=== bench on $$m: SKIPPED (not installed)"; continue; fi; \
+	  py=$$(scripts/pythons.sh venv $$m); echo "=== bench on Python $$m"; \
+	  $$py -m pytest benches -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,max,rounds --benchmark-sort=name -q; \
+	done
+
+lint:
+	cargo fmt --check
+	cargo clippy --quiet -- -D warnings
+
+clean:
+	rm -rf target .venv-3.* python/rustpool/*.so .benchmarks
