@@ -1,0 +1,79 @@
+"""Types of rustpool's native core (``src/``). The public API is in ``rustpool/__init__.py``."""
+
+import asyncio
+from concurrent.futures import Future
+from typing import Any, Callable, Final, TypeVar
+
+T = TypeVar("T")
+
+__version__: Final[str]
+DEFAULT_MAX_THREADS: Final[int]
+DEFAULT_CPU_WORKERS: Final[int]
+
+class BlockingPool:
+    """The elastic blocking pool: tokio's blocking threads, made on demand, let go when idle."""
+
+    def __new__(
+        cls,
+        max_threads: int = 512,
+        keep_alive: float = 10.0,
+        thread_name_prefix: str = "rustpool-thread",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] | None = None,
+    ) -> BlockingPool: ...
+    def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Run in a copy of the caller's context; a future of the running loop."""
+    def submit(
+        self, future: Future[T], func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """Run and settle ``future`` (a ``concurrent.futures.Future``)."""
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
+    @property
+    def max_threads(self) -> int: ...
+    @property
+    def keep_alive(self) -> float: ...
+    @property
+    def active(self) -> int:
+        """Runners alive (threads running, or about to take, queued work)."""
+    @property
+    def queued(self) -> int:
+        """Calls queued and not started."""
+    @property
+    def is_shutdown(self) -> bool: ...
+    def _submit_panicking(self, future: Future[Any]) -> None:
+        """Test hook: a job whose Rust side panics."""
+
+class CpuPool:
+    """The bounded CPU pool; ``isolation`` picks where the code runs (``"auto"`` is resolved)."""
+
+    def __new__(
+        cls,
+        max_workers: int | None = None,
+        isolation: str = "thread",
+        thread_name_prefix: str = "rustpool-cpu",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] | None = None,
+    ) -> CpuPool: ...
+    def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]: ...
+    def submit(
+        self, future: Future[T], func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> None: ...
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
+    @property
+    def isolation(self) -> str: ...
+    @property
+    def max_workers(self) -> int: ...
+    @property
+    def active(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def is_shutdown(self) -> bool: ...
+    def _submit_panicking(self, future: Future[Any]) -> None: ...
+
+class Drain:
+    """The completion bridge's per-loop drain callback (internal)."""
+
+    def __call__(self) -> None: ...
+
+def _mark_exiting() -> None: ...
