@@ -146,7 +146,8 @@ impl<S: Spawn> Scheduler<S> {
             let mut spun = false;
             loop {
                 let Some(job) = st.queue.pop_front() else {
-                    if !spun {
+                    // One spinner is all a hand-off needs; more would only burn the cores.
+                    if !spun && st.spinning == 0 {
                         spun = true;
                         st.spinning += 1;
                         drop(st);
