@@ -63,7 +63,9 @@ impl BlockingPool {
             return Err(PyValueError::new_err("max_workers must be greater than 0"));
         }
         if !(keep_alive.is_finite() && keep_alive >= 0.0) {
-            return Err(PyValueError::new_err("keep_alive must be a finite number of seconds >= 0"));
+            return Err(PyValueError::new_err(
+                "keep_alive must be a finite number of seconds >= 0",
+            ));
         }
         let broken = Arc::new(OnceLock::new());
         let setup = Arc::new(ThreadSetup {
@@ -77,7 +79,11 @@ impl BlockingPool {
             .max_blocking_threads(max_threads)
             .thread_keep_alive(Duration::from_secs_f64(keep_alive))
             .thread_name_fn(move || {
-                format!("{}_{}", thread_name_prefix, counter.fetch_add(1, Ordering::Relaxed))
+                format!(
+                    "{}_{}",
+                    thread_name_prefix,
+                    counter.fetch_add(1, Ordering::Relaxed)
+                )
             })
             .on_thread_start(move || attach::thread_started(&setup))
             .on_thread_stop(attach::thread_stopping)
@@ -161,15 +167,14 @@ impl BlockingPool {
 
     /// Test hook: a job whose Rust side panics; its concurrent future gets a PanicException.
     fn _submit_panicking(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
-        self.sched
-            .submit(
-                py,
-                Job {
-                    work: Work::Panic,
-                    target: Target::Concurrent {
-                        fut: future.unbind(),
-                    },
+        self.sched.submit(
+            py,
+            Job {
+                work: Work::Panic,
+                target: Target::Concurrent {
+                    fut: future.unbind(),
                 },
-            )
+            },
+        )
     }
 }

@@ -12,7 +12,7 @@
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::{intern, ffi};
+use pyo3::{ffi, intern};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -91,13 +91,20 @@ impl Completer {
         Ok(Completer {
             loop_: loop_.clone().unbind(),
             call_soon_threadsafe: loop_.getattr(intern!(py, "call_soon_threadsafe"))?.unbind(),
-            drain: Py::new(py, Drain { queue: queue.clone() })?,
+            drain: Py::new(
+                py,
+                Drain {
+                    queue: queue.clone(),
+                },
+            )?,
             queue,
         })
     }
 
     pub fn create_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.loop_.bind(py).call_method0(intern!(py, "create_future"))
+        self.loop_
+            .bind(py)
+            .call_method0(intern!(py, "create_future"))
     }
 
     /// Called on the loop's thread before it queues work: takes over the job of waking the loop

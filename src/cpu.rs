@@ -43,8 +43,14 @@ impl CpuPool {
             broken: Arc::new(OnceLock::new()),
             broken_message: "A process in the process pool was terminated abruptly while the future was running or pending.",
         };
+        // One arm per isolation mode; `resolve` only returns modes this build has.
         let backend: Box<dyn Isolation> = match mode {
-            _ => Box::new(ThreadIsolation::new(max_workers, thread_name_prefix, setup)?),
+            "thread" => Box::new(ThreadIsolation::new(
+                max_workers,
+                thread_name_prefix,
+                setup,
+            )?),
+            other => unreachable!("isolation::resolve returned {other:?}"),
         };
         Ok(CpuPool {
             backend,
@@ -118,15 +124,14 @@ impl CpuPool {
 
     /// Test hook: a job whose Rust side panics; its concurrent future gets a PanicException.
     fn _submit_panicking(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
-        self.backend
-            .submit(
-                py,
-                Job {
-                    work: Work::Panic,
-                    target: Target::Concurrent {
-                        fut: future.unbind(),
-                    },
+        self.backend.submit(
+            py,
+            Job {
+                work: Work::Panic,
+                target: Target::Concurrent {
+                    fut: future.unbind(),
                 },
-            )
+            },
+        )
     }
 }

@@ -50,7 +50,10 @@ pub enum Work {
 /// Where the outcome goes.
 pub enum Target {
     /// An asyncio future, settled on its loop through the completion bridge.
-    Loop { completer: Arc<Completer>, fut: Py<PyAny> },
+    Loop {
+        completer: Arc<Completer>,
+        fut: Py<PyAny>,
+    },
     /// A `concurrent.futures.Future`, settled from the worker thread (it is thread-safe).
     Concurrent { fut: Py<PyAny> },
 }

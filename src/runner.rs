@@ -248,7 +248,12 @@ mod tests {
 
     fn scheduler(cap: usize) -> Arc<Scheduler<StdSpawner>> {
         Python::initialize();
-        Scheduler::new(StdSpawner, cap, Arc::new(OnceLock::new()), PyRuntimeError::new_err)
+        Scheduler::new(
+            StdSpawner,
+            cap,
+            Arc::new(OnceLock::new()),
+            PyRuntimeError::new_err,
+        )
     }
 
     fn future(py: Python<'_>) -> Bound<'_, PyAny> {
@@ -267,7 +272,10 @@ mod tests {
         args: Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let fut = future(py);
-        s.submit(py, concurrent_job(fut.clone(), func.clone(), args, None::<Bound<'py, PyDict>>))?;
+        s.submit(
+            py,
+            concurrent_job(fut.clone(), func.clone(), args, None::<Bound<'py, PyDict>>),
+        )?;
         Ok(fut)
     }
 

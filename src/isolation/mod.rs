@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn unknown_modes_are_refused() {
         pyo3::Python::initialize();
-        assert!(resolve("fork").unwrap_err().to_string().contains("isolation must be one of"));
+        assert!(resolve("fork")
+            .unwrap_err()
+            .to_string()
+            .contains("isolation must be one of"));
         assert!(resolve("process").is_err());
     }
 }
