@@ -72,6 +72,7 @@ pub fn thread_stopping() {
         }
         unsafe {
             ffi::PyEval_RestoreThread(tstate);
+            forget_python_thread(Python::assume_attached());
             ffi::PyGILState_Release(gstate);
         }
     }
@@ -86,6 +87,25 @@ fn name_python_thread(py: Python<'_>) {
         .import("threading")
         .and_then(|t| t.call_method0("current_thread"))
         .and_then(|t| t.setattr("name", name));
+    if let Err(e) = r {
+        e.write_unraisable(py, None);
+    }
+}
+
+/// Drop the `threading` entry that naming made (a `_DummyThread` is never removed by itself), so
+/// `threading.enumerate()` lists only threads that exist.
+fn forget_python_thread(py: Python<'_>) {
+    let r = (|| -> PyResult<()> {
+        let threading = py.import("threading")?;
+        let ident = threading.call_method0("get_ident")?;
+        let lock = threading.getattr("_active_limbo_lock")?;
+        lock.call_method0("acquire")?;
+        let popped = threading
+            .getattr("_active")?
+            .call_method1("pop", (ident, py.None()));
+        lock.call_method0("release")?;
+        popped.map(drop)
+    })();
     if let Err(e) = r {
         e.write_unraisable(py, None);
     }

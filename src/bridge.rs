@@ -132,7 +132,20 @@ impl Completer {
             return;
         }
         self.queue.items.lock().push(Pending { fut, outcome });
-        if !self.queue.scheduled.swap(true, Ordering::SeqCst) {
+        if self.queue.scheduled.swap(true, Ordering::SeqCst) {
+            // A drain is pending already; but if the loop closed before running it, nothing will
+            // ever drain this queue: release the outcomes (and the loop) now.
+            let closed = self
+                .loop_
+                .bind(py)
+                .call_method0(intern!(py, "is_closed"))
+                .and_then(|c| c.is_truthy())
+                .unwrap_or(false);
+            if closed {
+                self.queue.closed.store(true, Ordering::Release);
+                drop(std::mem::take(&mut *self.queue.items.lock()));
+            }
+        } else {
             let woke = self
                 .call_soon_threadsafe
                 .call1(py, (self.drain.clone_ref(py),));

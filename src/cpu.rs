@@ -41,7 +41,7 @@ impl CpuPool {
             initializer,
             initargs: initargs.unwrap_or_else(|| PyTuple::empty(py).unbind()),
             broken: Arc::new(OnceLock::new()),
-            broken_message: "A process in the process pool was terminated abruptly while the future was running or pending.",
+            broken_message: "A CpuExecutor initializer failed, the pool is not usable anymore",
         };
         // One arm per isolation mode; `resolve` only returns modes this build has.
         let backend: Box<dyn Isolation> = match mode {

@@ -20,6 +20,13 @@ fn _mark_exiting() {
     attach::mark_exiting();
 }
 
+/// The isolation mode `name` stands for in this build ("auto" resolved); ValueError when the
+/// name is unknown or the mode is not available.
+#[pyfunction]
+fn resolve_isolation(name: &str) -> PyResult<&'static str> {
+    isolation::resolve(name)
+}
+
 #[pymodule(gil_used = false)]
 fn _rustpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -29,5 +36,6 @@ fn _rustpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cpu::CpuPool>()?;
     m.add_class::<bridge::Drain>()?;
     m.add_function(wrap_pyfunction!(_mark_exiting, m)?)?;
+    m.add_function(wrap_pyfunction!(resolve_isolation, m)?)?;
     Ok(())
 }

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import weakref
 from concurrent.futures import Executor, Future
@@ -41,7 +42,6 @@ __all__ = [
 
 DEFAULT_MAX_THREADS: int = _rustpool.DEFAULT_MAX_THREADS
 DEFAULT_KEEP_ALIVE: float = 10.0
-ISOLATIONS = ("thread", "interpreter", "process", "auto")
 
 _counter = itertools.count()
 # Every executor still alive, drained at interpreter exit (as concurrent.futures does).
@@ -269,9 +269,8 @@ def configure(
             new[key] = value
     _check_workers(new["max_threads"])
     _check_workers(new["cpu_workers"])
-    if new["isolation"] not in ISOLATIONS:
-        raise ValueError(f"isolation must be one of {ISOLATIONS}, not {new['isolation']!r}")
-    if new["keep_alive"] < 0:
+    _rustpool.resolve_isolation(new["isolation"])  # ValueError for unknown or unavailable modes
+    if not (math.isfinite(new["keep_alive"]) and new["keep_alive"] >= 0):
         raise ValueError("keep_alive must be a finite number of seconds >= 0")
     with _lock:
         old = []

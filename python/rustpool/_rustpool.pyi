@@ -76,4 +76,7 @@ class Drain:
 
     def __call__(self) -> None: ...
 
+def resolve_isolation(name: str) -> str:
+    """The mode ``name`` stands for in this build ("auto" resolved); ValueError if unavailable."""
+
 def _mark_exiting() -> None: ...

@@ -1,0 +1,44 @@
+"""Workloads shared by the benchmarks.
+
+They live in their own module so that ProcessPoolExecutor workers (forkserver) can import them by
+name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+SLEEP_S = 0.020
+FIB_N = 25
+# 8 MiB, built once per process at import: process-pool workers hash their own copy, so the
+# "prebuilt" variants measure compute parallelism, not the cost of shipping 8 MiB to a worker.
+BUF = bytes(range(256)) * (32 * 1024)
+
+
+def noop() -> None:
+    return None
+
+
+def sleep_io() -> None:
+    """Stands in for a blocking I/O call (a driver without asyncio support, a file read, ...)."""
+    time.sleep(SLEEP_S)
+
+
+def fib(n: int) -> int:
+    """Pure-Python CPU work: holds the GIL the whole time."""
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def sha256_prebuilt(salt: int) -> str:
+    """sha256 over the 8 MiB module buffer; hashlib releases the GIL while it hashes."""
+    h = hashlib.sha256(salt.to_bytes(4, "little"))
+    h.update(BUF)
+    return h.hexdigest()
+
+
+def sha256_of(buf: bytes, salt: int) -> str:
+    """sha256 over a buffer handed in by the caller (a process pool pickles it per call)."""
+    h = hashlib.sha256(salt.to_bytes(4, "little"))
+    h.update(buf)
+    return h.hexdigest()

@@ -1,0 +1,184 @@
+"""Shared fixtures and helpers for the rustpool test suite.
+
+Every wait in the suite is bounded (``WAIT``) so that a bug shows up as a failed assertion, not as a
+hung run; no test asserts on speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import rustpool
+
+# Generous bound for any handshake: far above what a loaded 2-core machine needs, far below the
+# pytest-timeout of the suite.
+WAIT = 30.0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, interval: float = 0.002) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(interval)
+
+
+async def async_wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+    """``wait_until`` for coroutines: yields to the loop between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        await asyncio.sleep(0.002)
+
+
+async def wait_event(event: threading.Event, timeout: float = WAIT) -> bool:
+    """Wait for a ``threading.Event`` from a coroutine without blocking the loop."""
+    return await async_wait_until(event.is_set, timeout)
+
+
+async def settle_loop(rounds: int = 5) -> None:
+    """Let callbacks already handed to the loop (e.g. the completion drain) run."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def default_pool_idle() -> bool:
+    """True when the pool behind ``to_thread`` has no runner alive and nothing queued."""
+    pool = rustpool.default_thread_executor()._pool
+    return pool.active == 0 and pool.queued == 0
+
+
+class Gate:
+    """A call that blocks until released, for deterministic handshakes with pool threads.
+
+    ``started`` is set when the call begins, ``finished`` when it returns; ``release()`` lets it
+    return. The wait inside is bounded so that a failing test never leaves a thread stuck forever.
+    """
+
+    def __init__(self, result: Any = None) -> None:
+        self.started = threading.Event()
+        self.released = threading.Event()
+        self.finished = threading.Event()
+        self.result = result
+        self.calls = 0
+        self.thread_name: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        self.thread_name = threading.current_thread().name
+        self.started.set()
+        try:
+            if not self.released.wait(WAIT):
+                raise TimeoutError("Gate was never released")
+            return self.result
+        finally:
+            self.finished.set()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    g = Gate()
+    yield g
+    g.release()
+
+
+@pytest.fixture
+def make_gate() -> Iterator[Callable[..., Gate]]:
+    made: list[Gate] = []
+
+    def factory(result: Any = None) -> Gate:
+        g = Gate(result)
+        made.append(g)
+        return g
+
+    yield factory
+    for g in made:
+        g.release()
+
+
+def _shutdown_all(executors: list[Any]) -> None:
+    for ex in executors:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def thread_executor() -> Iterator[Callable[..., rustpool.ThreadExecutor]]:
+    """Factory for ThreadExecutors that are always shut down (waiting) at teardown."""
+    made: list[rustpool.ThreadExecutor] = []
+
+    def factory(*args: Any, **kwargs: Any) -> rustpool.ThreadExecutor:
+        ex = rustpool.ThreadExecutor(*args, **kwargs)
+        made.append(ex)
+        return ex
+
+    yield factory
+    _shutdown_all(made)
+
+
+@pytest.fixture
+def cpu_executor() -> Iterator[Callable[..., rustpool.CpuExecutor]]:
+    """Factory for CpuExecutors that are always shut down (waiting) at teardown."""
+    made: list[rustpool.CpuExecutor] = []
+
+    def factory(*args: Any, **kwargs: Any) -> rustpool.CpuExecutor:
+        ex = rustpool.CpuExecutor(*args, **kwargs)
+        made.append(ex)
+        return ex
+
+    yield factory
+    _shutdown_all(made)
+
+
+@pytest.fixture(params=["thread", "cpu"])
+def any_executor(request: pytest.FixtureRequest, thread_executor: Any, cpu_executor: Any) -> Callable[..., Any]:
+    """Factory for either executor kind, taking ``max_workers`` and ``thread_name_prefix``."""
+    if request.param == "thread":
+        return lambda max_workers=None, **kw: thread_executor(max_workers, **kw)
+    return lambda max_workers=None, **kw: cpu_executor(max_workers, **kw)
+
+
+@pytest.fixture
+def restore_defaults() -> Iterator[None]:
+    """Put the default pools' settings back after a test that calls ``rustpool.configure``."""
+    saved = dict(rustpool._settings)
+    yield
+    rustpool.configure(**saved)
+
+
+@pytest.fixture
+def unraisables(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Everything that reaches ``sys.unraisablehook`` during the test."""
+    seen: list[Any] = []
+
+    def hook(args: Any) -> None:
+        seen.append((args.exc_type, args.exc_value, args.err_msg, args.object))
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    return seen
+
+
+@pytest.fixture
+def loop_errors() -> Callable[[asyncio.AbstractEventLoop], list[dict[str, Any]]]:
+    """``install(loop)`` routes the loop's exception handler into the returned list."""
+
+    def install(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        return errors
+
+    return install
