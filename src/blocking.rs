@@ -4,7 +4,7 @@
 //! tokio owns them, the shared scheduler (`runner.rs`) decides how many runners they carry.
 
 use crate::attach::{self, ThreadSetup};
-use crate::job::{concurrent_job, loop_job, Job, Target, Work};
+use crate::job::{concurrent_job, loop_job};
 use crate::runner::{Scheduler, Spawn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -167,14 +167,6 @@ impl BlockingPool {
 
     /// Test hook: a job whose Rust side panics; its concurrent future gets a PanicException.
     fn _submit_panicking(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
-        self.sched.submit(
-            py,
-            Job {
-                work: Work::Panic,
-                target: Target::Concurrent {
-                    fut: future.unbind(),
-                },
-            },
-        )
+        self.sched.submit(py, crate::job::panic_probe(future))
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::attach::ThreadSetup;
 use crate::isolation::{self, thread::ThreadIsolation, Isolation};
-use crate::job::{concurrent_job, loop_job, Job, Target, Work};
+use crate::job::{concurrent_job, loop_job};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -36,20 +36,44 @@ impl CpuPool {
         if max_workers == 0 {
             return Err(PyValueError::new_err("max_workers must be greater than 0"));
         }
-        let mode = isolation::resolve(isolation)?;
+        let mut mode = isolation::resolve(isolation)?;
+        if isolation == "auto" && initializer.is_some() {
+            // An initializer runs in each worker thread of this interpreter: "auto" keeps threads.
+            mode = "thread";
+        }
         let setup = ThreadSetup {
             initializer,
             initargs: initargs.unwrap_or_else(|| PyTuple::empty(py).unbind()),
             broken: Arc::new(OnceLock::new()),
             broken_message: "A CpuExecutor initializer failed, the pool is not usable anymore",
         };
+        let threads = |prefix: String, setup| -> PyResult<Box<dyn Isolation>> {
+            Ok(Box::new(ThreadIsolation::new(max_workers, prefix, setup)?))
+        };
         // One arm per isolation mode; `resolve` only returns modes this build has.
         let backend: Box<dyn Isolation> = match mode {
-            "thread" => Box::new(ThreadIsolation::new(
-                max_workers,
-                thread_name_prefix,
-                setup,
-            )?),
+            "thread" => threads(thread_name_prefix, setup)?,
+            #[cfg(Py_3_13)]
+            #[cfg(Py_3_13)]
+            "interpreter" => {
+                if setup.initializer.is_some() {
+                    return Err(PyValueError::new_err(
+                        "initializer is not supported with isolation=\"interpreter\" yet; use isolation=\"thread\" or \"auto\"",
+                    ));
+                }
+                // "auto": calls that cannot cross into a subinterpreter run on threads instead.
+                let fallback = if isolation == "auto" {
+                    Some(threads(format!("{thread_name_prefix}-fallback"), setup)?)
+                } else {
+                    None
+                };
+                Box::new(crate::isolation::interpreter::InterpreterIsolation::new(
+                    py,
+                    max_workers,
+                    &thread_name_prefix,
+                    fallback,
+                )?)
+            }
             other => unreachable!("isolation::resolve returned {other:?}"),
         };
         Ok(CpuPool {
@@ -124,14 +148,6 @@ impl CpuPool {
 
     /// Test hook: a job whose Rust side panics; its concurrent future gets a PanicException.
     fn _submit_panicking(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
-        self.backend.submit(
-            py,
-            Job {
-                work: Work::Panic,
-                target: Target::Concurrent {
-                    fut: future.unbind(),
-                },
-            },
-        )
+        self.backend.submit(py, crate::job::panic_probe(future))
     }
 }

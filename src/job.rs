@@ -97,11 +97,47 @@ impl Target {
 pub struct Job {
     pub work: Work,
     pub target: Target,
+    /// Already claimed (by a pool that handed it on to another): run without claiming again.
+    pub claimed: bool,
 }
 
 impl Job {
-    pub fn run(self, py: Python<'_>) {
-        if !self.target.claim(py) {
+    pub fn new(work: Work, target: Target) -> Self {
+        Job {
+            work,
+            target,
+            claimed: false,
+        }
+    }
+
+    /// Mark the call as started; false when it was cancelled first (then it must not run).
+    pub fn claim(&mut self, py: Python<'_>) -> bool {
+        if !self.claimed {
+            self.claimed = self.target.claim(py);
+        }
+        self.claimed
+    }
+
+    /// Settle with an outcome computed elsewhere (an isolated worker).
+    #[cfg_attr(not(Py_3_13), allow(dead_code))]
+    pub fn finish(self, py: Python<'_>, result: PyResult<Py<PyAny>>) {
+        let outcome = match result {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => Outcome::Err(e),
+        };
+        self.target.finish(py, outcome);
+    }
+
+    #[cfg_attr(not(Py_3_13), allow(dead_code))]
+    pub fn call(&self) -> Option<&Call> {
+        match &self.work {
+            Work::Call(c) => Some(c),
+            Work::Panic => None,
+        }
+    }
+
+    pub fn run(mut self, py: Python<'_>) {
+        if !self.claim(py) {
             return;
         }
         let result = catch_unwind(AssertUnwindSafe(|| match &self.work {
@@ -122,14 +158,14 @@ impl Job {
     }
 
     /// Settle without running: the pool cannot run it.
-    pub fn fail(self, py: Python<'_>, err: PyErr) {
-        if self.target.claim(py) {
+    pub fn fail(mut self, py: Python<'_>, err: PyErr) {
+        if self.claim(py) {
             self.target.finish(py, Outcome::Err(err));
         }
     }
 }
 
-fn panic_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
+pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
     let msg = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -156,18 +192,18 @@ pub fn loop_job<'py>(
     } else {
         None
     };
-    let job = Job {
-        work: Work::Call(Call {
+    let job = Job::new(
+        Work::Call(Call {
             func: func.unbind(),
             args: args.unbind(),
             kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
             ctx,
         }),
-        target: Target::Loop {
+        Target::Loop {
             completer: completer.clone(),
             fut: fut.clone().unbind(),
         },
-    };
+    );
     Ok((job, fut, completer))
 }
 
@@ -178,15 +214,25 @@ pub fn concurrent_job(
     args: Bound<'_, PyTuple>,
     kwargs: Option<Bound<'_, PyDict>>,
 ) -> Job {
-    Job {
-        work: Work::Call(Call {
+    Job::new(
+        Work::Call(Call {
             func: func.unbind(),
             args: args.unbind(),
             kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
             ctx: None,
         }),
-        target: Target::Concurrent {
+        Target::Concurrent {
             fut: future.unbind(),
         },
-    }
+    )
+}
+
+/// Test hook: a job whose Rust side panics, settling a `concurrent.futures.Future`.
+pub fn panic_probe(future: Bound<'_, PyAny>) -> Job {
+    Job::new(
+        Work::Panic,
+        Target::Concurrent {
+            fut: future.unbind(),
+        },
+    )
 }

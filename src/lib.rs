@@ -20,6 +20,15 @@ fn _mark_exiting() {
     attach::mark_exiting();
 }
 
+/// Called by the exit hook: wait until every subinterpreter worker has ended (they must end
+/// before the main interpreter finalizes).
+#[pyfunction]
+fn _join_interpreters(py: Python<'_>) {
+    #[cfg(Py_3_13)]
+    isolation::interpreter::wait_all_ended(py);
+    let _ = py;
+}
+
 /// The isolation mode `name` stands for in this build ("auto" resolved); ValueError when the
 /// name is unknown or the mode is not available.
 #[pyfunction]
@@ -37,5 +46,6 @@ fn _rustpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::Drain>()?;
     m.add_function(wrap_pyfunction!(_mark_exiting, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_isolation, m)?)?;
+    m.add_function(wrap_pyfunction!(_join_interpreters, m)?)?;
     Ok(())
 }

@@ -92,20 +92,33 @@ impl<S: Spawn> Scheduler<S> {
     /// Queue a job; when a runner is spinning idle, hand it the GIL and give a short call the
     /// chance to finish before returning (see `HANDOFF`).
     pub fn submit(self: &Arc<Self>, py: Python<'_>, job: Job) -> PyResult<()> {
+        // A job another pool already claimed cannot go back to its submitter: settle it here.
+        let claimed = job.claimed;
+        self.try_submit(py, job).map_err(|(err, job)| {
+            if claimed {
+                job.fail(py, err.clone_ref(py));
+            }
+            err
+        })
+    }
+
+    fn try_submit(self: &Arc<Self>, py: Python<'_>, job: Job) -> Result<(), (PyErr, Job)> {
         if let Some(msg) = self.broken.get() {
-            return Err((self.broken_error)(msg.clone()));
+            return Err(((self.broken_error)(msg.clone()), job));
         }
         if crate::attach::exiting() {
-            return Err(PyRuntimeError::new_err(
-                "cannot schedule new futures after interpreter shutdown",
+            return Err((
+                PyRuntimeError::new_err("cannot schedule new futures after interpreter shutdown"),
+                job,
             ));
         }
         let (spawn, handoff) = {
             let mut st = self.state.lock();
             if st.shutdown {
                 drop(st);
-                return Err(PyRuntimeError::new_err(
-                    "cannot schedule new futures after shutdown",
+                return Err((
+                    PyRuntimeError::new_err("cannot schedule new futures after shutdown"),
+                    job,
                 ));
             }
             st.queue.push_back(job);
@@ -316,16 +329,7 @@ mod tests {
         let s = scheduler(1);
         Python::attach(|py| {
             let fut = future(py);
-            s.submit(
-                py,
-                Job {
-                    work: crate::job::Work::Panic,
-                    target: crate::job::Target::Concurrent {
-                        fut: fut.clone().unbind(),
-                    },
-                },
-            )
-            .unwrap();
+            s.submit(py, crate::job::panic_probe(fut.clone())).unwrap();
             // Look at the exception without raising it (PyO3 would resume a raised panic).
             let exc = fut.call_method1("exception", (10.0,)).unwrap();
             let name: String = exc.get_type().name().unwrap().extract().unwrap();

@@ -49,7 +49,7 @@ class CpuPool:
     def __new__(
         cls,
         max_workers: int | None = None,
-        isolation: str = "thread",
+        isolation: str = "auto",
         thread_name_prefix: str = "rustpool-cpu",
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] | None = None,

@@ -1,6 +1,8 @@
 //! Isolation modes of the CPU pool. Each mode is one `Isolation`: it takes jobs and runs them
 //! where its mode says (threads of this interpreter now; subinterpreters and processes later).
 
+#[cfg(Py_3_13)]
+pub mod interpreter;
 pub mod thread;
 
 use crate::job::Job;
@@ -19,13 +21,21 @@ pub trait Isolation: Send + Sync {
 
 pub const MODES: &[&str] = &["thread", "interpreter", "process", "auto"];
 
-/// The mode that `name` stands for on this interpreter.
+/// The mode that `name` stands for on this interpreter: "auto" is subinterpreters on 3.13+
+/// (with a fallback for calls that cannot run there, see `cpu.rs`), threads before.
 pub fn resolve(name: &str) -> PyResult<&'static str> {
     match name {
-        "thread" | "auto" => Ok("thread"),
-        "interpreter" | "process" => Err(PyValueError::new_err(format!(
-            "isolation={name:?} is not available in this rustpool build yet; use \"thread\" (or \"auto\")"
-        ))),
+        "thread" => Ok("thread"),
+        // Subinterpreters with their own GIL where they are safe (3.13+), threads before that.
+        "auto" if cfg!(Py_3_13) => Ok("interpreter"),
+        "auto" => Ok("thread"),
+        "interpreter" if cfg!(Py_3_13) => Ok("interpreter"),
+        "interpreter" => Err(PyValueError::new_err(
+            "isolation=\"interpreter\" needs CPython 3.13+ (3.12's own-GIL subinterpreters crash the process at exit); use \"thread\" or \"auto\"",
+        )),
+        "process" => Err(PyValueError::new_err(
+            "isolation=\"process\" is not available in this rustpool build yet; use \"thread\", \"interpreter\" (3.13+) or \"auto\"",
+        )),
         other => Err(PyValueError::new_err(format!(
             "isolation must be one of {MODES:?}, not {other:?}"
         ))),
@@ -37,9 +47,17 @@ mod tests {
     use super::resolve;
 
     #[test]
-    fn auto_and_thread_resolve_to_thread() {
-        assert_eq!(resolve("auto").unwrap(), "thread");
+    fn thread_resolves_to_itself_and_auto_by_version() {
         assert_eq!(resolve("thread").unwrap(), "thread");
+        let auto = resolve("auto").unwrap();
+        assert_eq!(
+            auto,
+            if cfg!(Py_3_13) {
+                "interpreter"
+            } else {
+                "thread"
+            }
+        );
     }
 
     #[test]

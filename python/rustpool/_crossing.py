@@ -1,0 +1,171 @@
+"""What crosses into an isolated worker (a subinterpreter now, a process later), as bytes.
+
+The main side pickles ``(fn, args, kwargs)`` with protocol 5 (cloudpickle for lambdas and closures
+when it is installed) and unpickles the worker's reply. The worker side is ``WORKER_SOURCE``: plain
+Python that the Rust core runs inside each worker, which must not import rustpool's native module.
+
+Reply statuses: 0 = the result, pickled; 1 = the exception fn raised, with its formatted traceback;
+2 = the call could not be unpickled in the worker (fn never ran): the message names the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from typing import Any, Callable
+
+OK, RAISED, UNLOADABLE = 0, 1, 2
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker's formatted traceback; set as ``__cause__`` of a re-raised exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class WorkerUnsupported(ImportError):
+    """The call cannot be loaded in this kind of worker (a module refuses subinterpreters, say)."""
+
+
+def _describe(fn: object) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module else str(name)
+
+
+def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bytes:
+    """Pickle a call for a worker; a clear error names what cannot cross."""
+    payload = (fn, args, kwargs or {})
+    try:
+        return pickle.dumps(payload, 5)
+    except Exception as first:  # PicklingError, AttributeError (local objects), TypeError
+        try:
+            import cloudpickle  # type: ignore[import-not-found]
+        except ImportError:
+            raise pickle.PicklingError(
+                f"cannot send {_describe(fn)} to an isolated worker: {first}. Define the function at module "
+                "level (lambdas and closures cross only when cloudpickle is installed)"
+            ) from first
+        try:
+            return cloudpickle.dumps(payload, 5)  # type: ignore[no-any-return]
+        except Exception as second:
+            raise pickle.PicklingError(
+                f"cannot send the call of {_describe(fn)} to an isolated worker: {second}"
+            ) from second
+
+
+def decode(status: int, data: bytes, fn: object = None) -> tuple[bool, Any]:
+    """(True, exception) or (False, result) from a worker's reply to a call of ``fn``."""
+    if status == OK:
+        try:
+            return False, pickle.loads(data)
+        except Exception as e:
+            return True, e
+    if status == RAISED:
+        try:
+            exc, tb = pickle.loads(data)
+        except Exception as e:
+            return True, RuntimeError(f"the worker's exception could not be unpickled: {e!r}")
+        exc.__cause__ = RemoteTraceback(tb)
+        return True, exc
+    return True, WorkerUnsupported(
+        f"{_describe(fn)} cannot run in a subinterpreter (isolation=\"interpreter\"): "
+        f"{data.decode('utf-8', 'replace')}. Use isolation=\"thread\" (or \"auto\", which falls back by itself)"
+    )
+
+
+def main_info() -> tuple[str, str]:
+    """How a worker can load the caller's ``__main__`` (as multiprocessing's spawn does):
+    (module name to run, or "") and (file path to run, or "")."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name not in ("__main__", "__mp_main__"):
+        return spec.name, ""
+    path = getattr(main, "__file__", None)
+    if path and os.path.exists(path):
+        return "", os.path.abspath(path)
+    return "", ""
+
+
+# Runs inside each worker, with `_setup(sys_path, cwd, main_name, main_path)` called once and
+# `_run(payload) -> (status, bytes)` per call.
+WORKER_SOURCE = r'''
+import os, pickle, sys, traceback
+
+_main = None
+
+def _setup(sys_path, cwd, main_name, main_path):
+    global _main
+    sys.path[:] = list(sys_path)
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass
+    _main = (main_name, main_path)
+
+def _load_main():
+    # The caller's __main__, run as __mp_main__ so its `if __name__ == "__main__":` block does not
+    # run, then aliased as __main__ so pickled references to it resolve (multiprocessing's spawn).
+    global _main
+    if _main is None:
+        return False
+    name, path = _main
+    _main = None
+    import runpy, types
+    if name:
+        ns = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
+    elif path:
+        ns = runpy.run_path(path, run_name="__mp_main__")
+    else:
+        return False
+    mod = types.ModuleType("__mp_main__")
+    mod.__dict__.update(ns)
+    sys.modules["__mp_main__"] = sys.modules["__main__"] = mod
+    return True
+
+def _teardown():
+    # Before Py_EndInterpreter: let threading forget this thread while the module still works
+    # (3.13 drops a dummy thread's entry from a thread-local finalizer that would otherwise run
+    # after the module is torn down and print an ignored exception).
+    th = sys.modules.get("threading")
+    info = getattr(th, "_thread_local_info", None)
+    if info is not None and hasattr(info, "_track_dummy_thread_ref"):
+        del info._track_dummy_thread_ref
+
+def _loads(payload):
+    try:
+        return pickle.loads(payload)
+    except (AttributeError, ModuleNotFoundError) as e:
+        if "__main__" in str(e) or "__mp_main__" in str(e):
+            if _load_main():
+                return pickle.loads(payload)
+        raise
+
+def _run(payload):
+    try:
+        fn, args, kwargs = _loads(payload)
+    except BaseException as e:
+        return 2, f"{type(e).__name__}: {e}".encode()
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as e:
+        tb = "".join(traceback.format_exception(e))
+        try:
+            return 1, pickle.dumps((e, tb), 5)
+        except BaseException as pe:
+            sub = RuntimeError(f"{type(e).__module__}.{type(e).__qualname__}: {e} "
+                               f"(the exception could not be pickled: {pe})")
+            return 1, pickle.dumps((sub, tb), 5)
+    try:
+        return 0, pickle.dumps(result, 5)
+    except BaseException as pe:
+        name = getattr(fn, "__qualname__", repr(fn))
+        sub = TypeError(f"the result of {name} could not be pickled: {pe}")
+        return 1, pickle.dumps((sub, "".join(traceback.format_exception(pe))), 5)
+'''

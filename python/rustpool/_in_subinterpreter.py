@@ -1,0 +1,50 @@
+"""What ``import rustpool`` gives inside a subinterpreter, where the native core cannot load.
+
+The names exist (so a module that imports them at its top can be loaded in a worker); using any of
+them raises a RuntimeError that says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from ._crossing import RemoteTraceback, WorkerUnsupported
+
+__all__ = [
+    "CpuExecutor",
+    "RemoteTraceback",
+    "ThreadExecutor",
+    "WorkerUnsupported",
+    "__version__",
+    "configure",
+    "default_cpu_executor",
+    "default_thread_executor",
+    "run_cpu",
+    "to_thread",
+]
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__: str = _version("rustpool")
+except Exception:  # pragma: no cover - metadata missing in an unusual install
+    __version__ = "unknown"
+
+
+def _unavailable(*_: Any, **__: Any) -> NoReturn:
+    raise RuntimeError(
+        "rustpool's pools cannot be used inside a subinterpreter (its native core cannot load there); "
+        "submit the work from the main interpreter"
+    )
+
+
+class ThreadExecutor:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _unavailable()
+
+
+class CpuExecutor(ThreadExecutor):
+    pass
+
+
+to_thread = run_cpu = configure = default_thread_executor = default_cpu_executor = _unavailable

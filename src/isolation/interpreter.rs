@@ -1,0 +1,554 @@
+//! isolation="interpreter": each worker is a dedicated OS thread that owns a subinterpreter with
+//! its own GIL (PEP 684), so pure-Python code runs in parallel. CPython 3.13+ only (3.12's own-GIL
+//! subinterpreters abort the process at exit after common imports).
+//!
+//! Per worker thread: a main-interpreter thread state (made with `PyGILState_Ensure`, kept for
+//! life), then `Py_NewInterpreterFromConfig` (creation serialized: it is racy, cpython#123134),
+//! kept for life and attached only while a call runs. Nothing of PyO3 runs inside the
+//! subinterpreter (PyO3 modules refuse to load there): the worker side is raw C API, and only
+//! bytes cross: the call as pickle protocol 5 (made on the main side by `rustpool._crossing`), the
+//! reply as (status, bytes). The worker attaches to the main interpreter once per call, to settle
+//! the previous call's future and claim the next call (a call cancelled before it starts never
+//! runs), and ends its subinterpreter on its own thread when the pool shuts down. The package's
+//! exit hook waits for every subinterpreter to end before the main interpreter finalizes.
+
+use super::Isolation;
+use crate::job::{panic_error, Job};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::{Condvar, Mutex};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyBytes;
+use std::collections::HashSet;
+use std::ffi::{CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Reply statuses (as in `rustpool._crossing`), plus one for a panic in the worker's Rust code.
+const UNLOADABLE: i64 = 2;
+const PANICKED: i64 = 3;
+
+/// Interpreter creation is racy: one at a time, process-wide.
+static CREATE: Mutex<()> = Mutex::new(());
+
+/// Subinterpreters alive, process-wide: the exit hook waits for this to reach zero.
+static LIVE: Mutex<usize> = Mutex::new(0);
+static LIVE_CHANGED: Condvar = Condvar::new();
+
+/// Block (without the GIL) until every subinterpreter has ended.
+pub fn wait_all_ended(py: Python<'_>) {
+    py.detach(|| {
+        let mut live = LIVE.lock();
+        while *live > 0 {
+            LIVE_CHANGED.wait(&mut live);
+        }
+    });
+}
+
+static CROSSING: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+fn crossing(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    CROSSING
+        .get_or_try_init(py, || py.import("rustpool._crossing").map(Bound::unbind))
+        .map(|m| m.bind(py))
+}
+
+/// What a worker needs to look like the caller: its sys.path, working directory and `__main__`.
+struct Boot {
+    source: CString,
+    sys_path: Vec<String>,
+    cwd: String,
+    main_name: String,
+    main_path: String,
+}
+
+struct Task {
+    /// The pickled call; None for the panic test probe.
+    payload: Option<Vec<u8>>,
+    job: Job,
+}
+
+struct Shared {
+    fallback: Option<Box<dyn Isolation>>,
+    /// (module, qualname) of functions that could not be loaded in a subinterpreter: under
+    /// "auto" they go straight to the fallback from then on.
+    refused: Mutex<HashSet<(String, String)>>,
+}
+
+pub struct InterpreterIsolation {
+    tx: Mutex<Option<Sender<Task>>>,
+    rx: Receiver<Task>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    workers: usize,
+}
+
+fn func_key(py: Python<'_>, func: &Py<PyAny>) -> Option<(String, String)> {
+    let f = func.bind(py);
+    let module = f.getattr("__module__").ok()?.extract::<String>().ok()?;
+    let name = f.getattr("__qualname__").ok()?.extract::<String>().ok()?;
+    Some((module, name))
+}
+
+impl InterpreterIsolation {
+    /// `fallback`: where calls that cannot load in a subinterpreter go ("auto"); None raises.
+    pub fn new(
+        py: Python<'_>,
+        workers: usize,
+        name_prefix: &str,
+        fallback: Option<Box<dyn Isolation>>,
+    ) -> PyResult<Self> {
+        let version = py.version_info();
+        if (version.major, version.minor) < (3, 13) {
+            return Err(PyValueError::new_err(
+                "isolation=\"interpreter\" needs CPython 3.13+ (3.12's own-GIL subinterpreters crash the process at exit)",
+            ));
+        }
+        let crossing = crossing(py)?;
+        let (main_name, main_path): (String, String) =
+            crossing.getattr("main_info")?.call0()?.extract()?;
+        let source: String = crossing.getattr("WORKER_SOURCE")?.extract()?;
+        let sys = py.import("sys")?;
+        let sys_path: Vec<String> = sys
+            .getattr("path")?
+            .try_iter()?
+            .filter_map(|p| p.ok()?.extract::<String>().ok())
+            .collect();
+        let cwd: String = py.import("os")?.call_method0("getcwd")?.extract()?;
+        let boot = Arc::new(Boot {
+            source: CString::new(source).map_err(|e| PyValueError::new_err(e.to_string()))?,
+            sys_path,
+            cwd,
+            main_name,
+            main_path,
+        });
+        let (tx, rx) = crossbeam_channel::unbounded::<Task>();
+        let shared = Arc::new(Shared {
+            fallback,
+            refused: Mutex::new(HashSet::new()),
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let rx = rx.clone();
+            let shared = shared.clone();
+            let boot = boot.clone();
+            *LIVE.lock() += 1;
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name_prefix}_{i}"))
+                .spawn(move || {
+                    unsafe { worker_main(&boot, &rx, &shared) };
+                    let mut live = LIVE.lock();
+                    *live -= 1;
+                    LIVE_CHANGED.notify_all();
+                });
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    *LIVE.lock() -= 1;
+                    return Err(PyRuntimeError::new_err(format!(
+                        "could not start an interpreter worker thread: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(InterpreterIsolation {
+            tx: Mutex::new(Some(tx)),
+            rx,
+            threads: Mutex::new(threads),
+            shared,
+            workers,
+        })
+    }
+}
+
+impl Isolation for InterpreterIsolation {
+    fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()> {
+        let payload = match job.call() {
+            None => None,
+            Some(call) => {
+                if let Some(fallback) = &self.shared.fallback {
+                    if let Some(key) = func_key(py, &call.func) {
+                        if self.shared.refused.lock().contains(&key) {
+                            return fallback.submit(py, job);
+                        }
+                    }
+                }
+                let kwargs = call.kwargs.as_ref().map(|k| k.clone_ref(py).into_any());
+                let encoded = crossing(py).and_then(|c| {
+                    c.getattr("dumps_call")?.call1((
+                        call.func.clone_ref(py),
+                        call.args.clone_ref(py),
+                        kwargs,
+                    ))
+                });
+                match (encoded, &self.shared.fallback) {
+                    (Ok(bytes), _) => Some(bytes.cast_into::<PyBytes>()?.as_bytes().to_vec()),
+                    // "auto": a call that cannot cross runs in the next mode instead.
+                    (Err(_), Some(fallback)) => return fallback.submit(py, job),
+                    (Err(e), None) => return Err(e),
+                }
+            }
+        };
+        let tx = self.tx.lock();
+        let Some(tx) = tx.as_ref() else {
+            return Err(PyRuntimeError::new_err(
+                "cannot schedule new futures after shutdown",
+            ));
+        };
+        tx.send(Task { payload, job })
+            .map_err(|_| PyRuntimeError::new_err("cannot schedule new futures after shutdown"))
+    }
+
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
+        let tx = self.tx.lock().take();
+        if cancel_futures {
+            while let Ok(task) = self.rx.try_recv() {
+                task.job.cancel(py);
+            }
+        }
+        // Workers finish what is queued, then end their subinterpreters and exit.
+        drop(tx);
+        if wait {
+            let threads = std::mem::take(&mut *self.threads.lock());
+            py.detach(|| {
+                for t in threads {
+                    let _ = t.join();
+                }
+            });
+        }
+        // After the workers: they may still hand calls that refused to load to the fallback.
+        if let Some(fallback) = &self.shared.fallback {
+            fallback.shutdown(py, wait, cancel_futures);
+        }
+    }
+
+    fn is_shutdown(&self) -> bool {
+        self.tx.lock().is_none()
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        let alive = self
+            .threads
+            .lock()
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count();
+        (alive.min(self.workers), self.rx.len())
+    }
+}
+
+impl Drop for InterpreterIsolation {
+    fn drop(&mut self) {
+        // Dropped without shutdown: let the workers finish the queue and end by themselves (the
+        // exit hook still waits for them). Never join here: the drop may hold the GIL.
+        self.tx.lock().take();
+    }
+}
+
+/// Settle a call's future from its reply (main GIL held).
+fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: Vec<u8>) {
+    let Task { job, .. } = task;
+    if status == PANICKED {
+        let msg = String::from_utf8_lossy(&data).into_owned();
+        job.finish(py, Err(panic_error(Box::new(msg))));
+        return;
+    }
+    let func = job.call().map(|c| c.func.clone_ref(py));
+    if status == UNLOADABLE {
+        if let (Some(fallback), Some(func)) = (&shared.fallback, &func) {
+            if let Some(key) = func_key(py, func) {
+                shared.refused.lock().insert(key);
+            }
+            // Already claimed: the fallback runs it without claiming again (and settles it with
+            // the error if it cannot take it any more).
+            let _ = fallback.submit(py, job);
+            return;
+        }
+    }
+    let decoded = crossing(py).and_then(|c| {
+        c.getattr("decode")?
+            .call1((status, PyBytes::new(py, &data), func))?
+            .extract::<(bool, Py<PyAny>)>()
+    });
+    let result = match decoded {
+        Ok((false, value)) => Ok(value),
+        Ok((true, exc)) => Err(PyErr::from_value(exc.into_bound(py))),
+        Err(e) => Err(e),
+    };
+    job.finish(py, result);
+}
+
+/// The body of one worker thread.
+unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared) {
+    if crate::attach::exiting() || ffi::Py_IsInitialized() == 0 {
+        return;
+    }
+    // One creation at a time, and the lock taken before the main GIL: a creation in progress
+    // needs the main GIL to import builtin modules.
+    let one_at_a_time = CREATE.lock();
+    // A main-interpreter thread state for this thread, for life; we hold the main GIL now.
+    let gstate = ffi::PyGILState_Ensure();
+    let main_ts = ffi::PyThreadState_Get();
+    let created = {
+        let config = ffi::PyInterpreterConfig {
+            use_main_obmalloc: 0,
+            allow_fork: 0,
+            allow_exec: 0,
+            allow_threads: 1,
+            allow_daemon_threads: 0,
+            check_multi_interp_extensions: 1,
+            gil: ffi::PyInterpreterConfig_OWN_GIL,
+        };
+        let mut sub_ts: *mut ffi::PyThreadState = ptr::null_mut();
+        let status = ffi::Py_NewInterpreterFromConfig(&mut sub_ts, &config);
+        if ffi::PyStatus_Exception(status) != 0 || sub_ts.is_null() {
+            let msg = if status.err_msg.is_null() {
+                "Py_NewInterpreterFromConfig failed".to_string()
+            } else {
+                CStr::from_ptr(status.err_msg)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            // A failed creation leaves the main thread state current again.
+            Err(msg)
+        } else {
+            // Now the subinterpreter is attached and the main thread state detached.
+            let booted = boot_worker(boot);
+            ffi::PyEval_SaveThread();
+            match booted {
+                Ok((run, teardown)) => Ok((sub_ts, run, teardown)),
+                Err(msg) => {
+                    ffi::PyEval_RestoreThread(sub_ts);
+                    ffi::Py_EndInterpreter(sub_ts);
+                    ffi::PyEval_RestoreThread(main_ts);
+                    ffi::PyEval_SaveThread();
+                    Err(msg)
+                }
+            }
+        }
+    };
+    drop(one_at_a_time);
+    if created.is_err() {
+        // Still holding the main GIL on the failure path above: release it.
+        if ffi::PyGILState_Check() == 1 {
+            ffi::PyEval_SaveThread();
+        }
+    }
+    match created {
+        Ok((sub_ts, run, teardown)) => {
+            serve(rx, shared, main_ts, sub_ts, run);
+            ffi::PyEval_RestoreThread(sub_ts);
+            let r = ffi::PyObject_CallNoArgs(teardown);
+            if r.is_null() {
+                ffi::PyErr_Clear();
+            }
+            ffi::Py_XDECREF(r);
+            ffi::Py_DecRef(teardown);
+            ffi::Py_DecRef(run);
+            ffi::Py_EndInterpreter(sub_ts);
+        }
+        Err(msg) => {
+            // Fail every call this worker takes, with the reason; the pool stays usable for
+            // whatever the other workers can do.
+            while let Ok(task) = rx.recv() {
+                with_main(main_ts, |py| {
+                    task.job.fail(
+                        py,
+                        PyRuntimeError::new_err(format!(
+                            "could not start a subinterpreter worker: {msg}"
+                        )),
+                    )
+                });
+            }
+        }
+    }
+    if crate::attach::exiting() {
+        return;
+    }
+    ffi::PyEval_RestoreThread(main_ts);
+    ffi::PyGILState_Release(gstate);
+}
+
+/// Take calls until the pool is shut down and the queue is empty.
+unsafe fn serve(
+    rx: &Receiver<Task>,
+    shared: &Shared,
+    main_ts: *mut ffi::PyThreadState,
+    mut sub_ts: *mut ffi::PyThreadState,
+    run: *mut ffi::PyObject,
+) {
+    let mut done: Option<(Task, i64, Vec<u8>)> = None;
+    loop {
+        let next = if done.is_some() {
+            match rx.try_recv() {
+                Ok(t) => Some(t),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => None,
+            }
+        } else {
+            match rx.recv() {
+                Ok(t) => Some(t),
+                Err(_) => return,
+            }
+        };
+        // One attach to the main interpreter: settle the last call, claim the next.
+        let to_run = with_main(main_ts, |py| {
+            if let Some((task, status, data)) = done.take() {
+                deliver(py, shared, task, status, data);
+            }
+            let mut task = next?;
+            if task.job.claim(py) {
+                Some(task)
+            } else {
+                drop(task);
+                None
+            }
+        });
+        if let Some(task) = to_run {
+            ffi::PyEval_RestoreThread(sub_ts);
+            let reply = catch_unwind(AssertUnwindSafe(|| match &task.payload {
+                Some(payload) => call_run(run, payload),
+                None => panic!("rustpool test panic inside an interpreter worker"),
+            }));
+            sub_ts = ffi::PyEval_SaveThread();
+            let (status, data) = reply.unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                (PANICKED, msg.into_bytes())
+            });
+            done = Some((task, status, data));
+        }
+    }
+}
+
+/// Run `f` attached to the main interpreter with this thread's main thread state.
+///
+/// Not `Python::attach` alone: the thread's `PyGILState` binding follows whichever thread state
+/// was activated last, which is the subinterpreter's after a call. Activating `main_ts` first
+/// binds it again, and `Python::attach` then just counts the GIL as held.
+unsafe fn with_main<R>(main_ts: *mut ffi::PyThreadState, f: impl FnOnce(Python<'_>) -> R) -> R {
+    ffi::PyEval_RestoreThread(main_ts);
+    let r = Python::attach(f);
+    ffi::PyEval_SaveThread();
+    r
+}
+
+/// The worker's error as text (subinterpreter attached).
+unsafe fn take_error() -> String {
+    let exc = ffi::PyErr_GetRaisedException();
+    if exc.is_null() {
+        return "unknown error".into();
+    }
+    let s = ffi::PyObject_Str(exc);
+    let out = utf8(s).unwrap_or_else(|| "unprintable error".into());
+    ffi::Py_XDECREF(s);
+    ffi::Py_DecRef(exc);
+    ffi::PyErr_Clear();
+    out
+}
+
+unsafe fn utf8(s: *mut ffi::PyObject) -> Option<String> {
+    if s.is_null() {
+        return None;
+    }
+    let mut len: ffi::Py_ssize_t = 0;
+    let p = ffi::PyUnicode_AsUTF8AndSize(s, &mut len);
+    if p.is_null() {
+        ffi::PyErr_Clear();
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len as usize))
+            .into_owned(),
+    )
+}
+
+unsafe fn new_str(s: &str) -> *mut ffi::PyObject {
+    ffi::PyUnicode_FromStringAndSize(s.as_ptr() as *const _, s.len() as ffi::Py_ssize_t)
+}
+
+/// Define the worker functions in the subinterpreter and set it up like the caller; returns
+/// `_run` and `_teardown`.
+unsafe fn boot_worker(boot: &Boot) -> Result<(*mut ffi::PyObject, *mut ffi::PyObject), String> {
+    let globals = ffi::PyDict_New();
+    ffi::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins());
+    let r = ffi::PyRun_StringFlags(
+        boot.source.as_ptr(),
+        ffi::Py_file_input,
+        globals,
+        globals,
+        ptr::null_mut(),
+    );
+    if r.is_null() {
+        ffi::Py_DecRef(globals);
+        return Err(format!("worker bootstrap failed: {}", take_error()));
+    }
+    ffi::Py_DecRef(r);
+    let setup = ffi::PyDict_GetItemString(globals, c"_setup".as_ptr());
+    let run = ffi::PyDict_GetItemString(globals, c"_run".as_ptr());
+    let teardown = ffi::PyDict_GetItemString(globals, c"_teardown".as_ptr());
+    if setup.is_null() || run.is_null() || teardown.is_null() {
+        ffi::Py_DecRef(globals);
+        return Err("worker bootstrap defined no _setup/_run".into());
+    }
+    let path = ffi::PyList_New(0);
+    for p in &boot.sys_path {
+        let s = new_str(p);
+        ffi::PyList_Append(path, s);
+        ffi::Py_DecRef(s);
+    }
+    let args = ffi::PyTuple_New(4);
+    ffi::PyTuple_SetItem(args, 0, path);
+    ffi::PyTuple_SetItem(args, 1, new_str(&boot.cwd));
+    ffi::PyTuple_SetItem(args, 2, new_str(&boot.main_name));
+    ffi::PyTuple_SetItem(args, 3, new_str(&boot.main_path));
+    let r = ffi::PyObject_Call(setup, args, ptr::null_mut());
+    ffi::Py_DecRef(args);
+    if r.is_null() {
+        ffi::Py_DecRef(globals);
+        return Err(format!("worker setup failed: {}", take_error()));
+    }
+    ffi::Py_DecRef(r);
+    ffi::Py_IncRef(run);
+    ffi::Py_IncRef(teardown);
+    ffi::Py_DecRef(globals);
+    Ok((run, teardown))
+}
+
+/// `_run(payload) -> (status, bytes)` inside the subinterpreter (attached).
+unsafe fn call_run(run: *mut ffi::PyObject, payload: &[u8]) -> (i64, Vec<u8>) {
+    let arg = ffi::PyBytes_FromStringAndSize(
+        payload.as_ptr() as *const _,
+        payload.len() as ffi::Py_ssize_t,
+    );
+    if arg.is_null() {
+        return (UNLOADABLE, take_error().into_bytes());
+    }
+    let reply = ffi::PyObject_CallOneArg(run, arg);
+    ffi::Py_DecRef(arg);
+    if reply.is_null() {
+        return (
+            UNLOADABLE,
+            format!("the worker failed: {}", take_error()).into_bytes(),
+        );
+    }
+    let status = ffi::PyLong_AsLongLong(ffi::PyTuple_GetItem(reply, 0));
+    let data = ffi::PyTuple_GetItem(reply, 1);
+    let mut buf: *mut std::ffi::c_char = ptr::null_mut();
+    let mut len: ffi::Py_ssize_t = 0;
+    let out = if !data.is_null() && ffi::PyBytes_AsStringAndSize(data, &mut buf, &mut len) == 0 {
+        std::slice::from_raw_parts(buf as *const u8, len as usize).to_vec()
+    } else {
+        ffi::PyErr_Clear();
+        b"the worker returned a malformed reply".to_vec()
+    };
+    ffi::Py_DecRef(reply);
+    (status, out)
+}
