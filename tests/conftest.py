@@ -132,10 +132,16 @@ def thread_executor() -> Iterator[Callable[..., rustpool.ThreadExecutor]]:
 
 @pytest.fixture
 def cpu_executor() -> Iterator[Callable[..., rustpool.CpuExecutor]]:
-    """Factory for CpuExecutors that are always shut down (waiting) at teardown."""
+    """Factory for CpuExecutors that are always shut down (waiting) at teardown.
+
+    Isolation "thread" unless a test names another: these tests are about executor semantics and
+    use local functions and threading primitives, which only threads share (the isolated modes
+    have their own tests)."""
     made: list[rustpool.CpuExecutor] = []
 
     def factory(*args: Any, **kwargs: Any) -> rustpool.CpuExecutor:
+        if len(args) < 2:
+            kwargs.setdefault("isolation", "thread")
         ex = rustpool.CpuExecutor(*args, **kwargs)
         made.append(ex)
         return ex
@@ -152,10 +158,13 @@ def any_executor(request: pytest.FixtureRequest, thread_executor: Any, cpu_execu
     return lambda max_workers=None, **kw: cpu_executor(max_workers, **kw)
 
 
+HAS_INTERPRETERS = sys.version_info >= (3, 13)
+
+
 @pytest.fixture
 def restore_defaults() -> Iterator[None]:
     """Put the default pools' settings back after a test that calls ``rustpool.configure``."""
-    saved = dict(rustpool._settings)
+    saved = rustpool.settings()
     yield
     rustpool.configure(**saved)
 

@@ -19,7 +19,7 @@ import pytest
 import rustpool
 from rustpool import _rustpool
 
-from .conftest import WAIT, Gate, async_wait_until, wait_event, wait_until
+from .conftest import HAS_INTERPRETERS, WAIT, Gate, async_wait_until, wait_event, wait_until
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("executor_var")
 
@@ -92,19 +92,27 @@ def test_cpu_executor_max_workers(cpu_executor: Any) -> None:
 
 def test_cpu_executor_isolation_thread(cpu_executor: Any) -> None:
     assert cpu_executor(isolation="thread").isolation == "thread"
-    assert cpu_executor().isolation == "thread"
 
 
-def test_cpu_executor_isolation_auto_resolves_to_thread(cpu_executor: Any) -> None:
-    ex = cpu_executor(isolation="auto")
-    assert ex.isolation == "thread"
-    assert ex.submit(add, 1, 2).result(WAIT) == 3
+def test_cpu_executor_default_isolation_is_auto(cpu_executor: Any) -> None:
+    """auto: subinterpreters where they are safe (3.13+), threads before."""
+    ex = rustpool.CpuExecutor()
+    try:
+        assert ex.isolation == ("interpreter" if HAS_INTERPRETERS else "thread")
+        assert ex.submit(add, 1, 2).result(WAIT) == 3
+    finally:
+        ex.shutdown()
 
 
-@pytest.mark.parametrize("isolation", ["interpreter", "process"])
-def test_cpu_executor_isolation_not_available_yet_raises(isolation: str) -> None:
-    with pytest.raises(ValueError, match=isolation):
-        rustpool.CpuExecutor(isolation=isolation)
+def test_cpu_executor_isolation_process_not_available_yet_raises() -> None:
+    with pytest.raises(ValueError, match="process"):
+        rustpool.CpuExecutor(isolation="process")
+
+
+@pytest.mark.skipif(HAS_INTERPRETERS, reason="3.13+ has isolation='interpreter' (tests/test_interpreter.py)")
+def test_cpu_executor_isolation_interpreter_refused_before_3_13() -> None:
+    with pytest.raises(ValueError, match="3.13"):
+        rustpool.CpuExecutor(isolation="interpreter")
 
 
 @pytest.mark.parametrize("isolation", ["bogus", "", "THREAD"])
@@ -800,8 +808,10 @@ def test_configure_cpu_workers_replaces_the_cpu_pool(restore_defaults: None) -> 
 
 
 def test_configure_isolation_auto(restore_defaults: None) -> None:
-    rustpool.configure(isolation="auto")
+    rustpool.configure(isolation="thread")
     assert rustpool.default_cpu_executor().isolation == "thread"
+    rustpool.configure(isolation="auto")
+    assert rustpool.default_cpu_executor().isolation == ("interpreter" if HAS_INTERPRETERS else "thread")
 
 
 def test_configure_only_replaces_what_changed(restore_defaults: None) -> None:
@@ -848,10 +858,10 @@ def test_configure_bounds_to_thread(restore_defaults: None) -> None:
 def test_configure_invalid_raises_and_changes_nothing(restore_defaults: None, kwargs: dict[str, Any]) -> None:
     thread_ex = rustpool.default_thread_executor()
     cpu_ex = rustpool.default_cpu_executor()
-    before = dict(rustpool._settings)
+    before = rustpool.settings()
     with pytest.raises(ValueError):
         rustpool.configure(**kwargs)
-    assert rustpool._settings == before
+    assert rustpool.settings() == before
     assert rustpool.default_thread_executor() is thread_ex
     assert rustpool.default_cpu_executor() is cpu_ex
 
@@ -860,14 +870,16 @@ def test_configure_invalid_raises_and_changes_nothing(restore_defaults: None, kw
 def test_configure_refuses_non_finite_keep_alive(restore_defaults: None, keep_alive: float) -> None:
     """configure's own message says "a finite number of seconds >= 0", as ThreadExecutor's does;
     accepting nan/inf would make every later to_thread call fail instead."""
-    before = dict(rustpool._settings)
+    before = rustpool.settings()
     with pytest.raises(ValueError, match="keep_alive"):
         rustpool.configure(keep_alive=keep_alive)
-    assert rustpool._settings == before
+    assert rustpool.settings() == before
     assert asyncio.run(rustpool.to_thread(add, 1, 2)) == 3
 
 
-@pytest.mark.parametrize("isolation", ["interpreter", "process"])
+@pytest.mark.parametrize(
+    "isolation", ["process"] + ([] if HAS_INTERPRETERS else ["interpreter"])
+)
 def test_configure_refuses_isolation_not_available_yet(restore_defaults: None, isolation: str) -> None:
     """CpuExecutor refuses these modes in this release; configure must refuse them up front, not
     accept them (shutting the working CPU pool down) and make every later run_cpu fail."""

@@ -17,6 +17,13 @@ import rustpool
 
 from .conftest import WAIT, Gate, async_wait_until, wait_event
 
+
+@pytest.fixture(autouse=True)
+def _cpu_pool_on_threads(restore_defaults: None) -> None:
+    """These tests are about run_cpu's asyncio contract and use local functions and threading
+    primitives, which only isolation="thread" shares; the isolated modes have their own tests."""
+    rustpool.configure(isolation="thread")
+
 var: contextvars.ContextVar[str] = contextvars.ContextVar("run_cpu_var")
 
 

@@ -14,6 +14,13 @@ import rustpool
 
 from .conftest import WAIT, Gate, async_wait_until, default_pool_idle, settle_loop, wait_event, wait_until
 
+
+@pytest.fixture(autouse=True)
+def _cpu_pool_on_threads(restore_defaults: None) -> None:
+    """These tests are about run_cpu's asyncio contract and use local functions and threading
+    primitives, which only isolation="thread" shares; the isolated modes have their own tests."""
+    rustpool.configure(isolation="thread")
+
 uvloop = pytest.importorskip("uvloop", reason="uvloop is an optional dependency (not built for every CPython)")
 
 T = TypeVar("T")

@@ -10,14 +10,24 @@
   is their awaitable form.
 """
 
-try:
-    from ._api import *  # noqa: F403
-    from ._api import __all__, __version__  # noqa: F401
-except ImportError as _e:
-    # Inside a subinterpreter (a rustpool worker running the caller's __main__, say) the native
-    # core refuses to load, as every PyO3 module does: importing rustpool still works there, and
-    # using a pool raises a clear error.
-    if "subinterpreters" not in str(_e):
-        raise
+
+def _in_subinterpreter() -> bool:
+    try:
+        import _interpreters as _i  # 3.13+
+    except ImportError:
+        try:
+            import _xxsubinterpreters as _i  # 3.12
+        except ImportError:
+            return False
+    return bool(_i.get_current() != _i.get_main())
+
+
+if _in_subinterpreter():
+    # In a subinterpreter (a rustpool worker running the caller's __main__, say) the native core
+    # must not even be tried: PyO3 modules refuse to load there, and the attempt runs their init
+    # in the main interpreter. Importing rustpool still works; using a pool raises a clear error.
     from ._in_subinterpreter import *  # noqa: F403
     from ._in_subinterpreter import __all__, __version__  # noqa: F401
+else:
+    from ._api import *  # noqa: F403
+    from ._api import __all__, __version__  # noqa: F401

@@ -31,6 +31,8 @@ T = TypeVar("T")
 
 __version__: str = _rustpool.__version__
 __all__ = [
+    "DEFAULT_KEEP_ALIVE",
+    "DEFAULT_MAX_THREADS",
     "CpuExecutor",
     "RemoteTraceback",
     "WorkerUnsupported",
@@ -40,6 +42,7 @@ __all__ = [
     "default_cpu_executor",
     "default_thread_executor",
     "run_cpu",
+    "settings",
     "to_thread",
 ]
 
@@ -227,6 +230,11 @@ _settings: dict[str, Any] = {
     "cpu_workers": None,
     "isolation": "auto",
 }
+
+
+def settings() -> dict[str, Any]:
+    """The default pools' settings (what ``configure`` takes): ``configure(**settings())`` is a no-op."""
+    return dict(_settings)
 
 
 def default_thread_executor() -> ThreadExecutor:

@@ -20,15 +20,11 @@ __all__ = [
     "default_cpu_executor",
     "default_thread_executor",
     "run_cpu",
+    "settings",
     "to_thread",
 ]
 
-try:
-    from importlib.metadata import version as _version
-
-    __version__: str = _version("rustpool")
-except Exception:  # pragma: no cover - metadata missing in an unusual install
-    __version__ = "unknown"
+from ._version import __version__
 
 
 def _unavailable(*_: Any, **__: Any) -> NoReturn:
@@ -47,4 +43,4 @@ class CpuExecutor(ThreadExecutor):
     pass
 
 
-to_thread = run_cpu = configure = default_thread_executor = default_cpu_executor = _unavailable
+to_thread = run_cpu = configure = settings = default_thread_executor = default_cpu_executor = _unavailable

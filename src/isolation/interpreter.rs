@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 const UNLOADABLE: i64 = 2;
 const PANICKED: i64 = 3;
 
-/// Interpreter creation is racy: one at a time, process-wide.
+/// Creating and ending interpreters is racy: one at a time, process-wide.
 static CREATE: Mutex<()> = Mutex::new(());
 
 /// Subinterpreters alive, process-wide: the exit hook waits for this to reach zero.
@@ -341,6 +341,9 @@ unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared) {
     match created {
         Ok((sub_ts, run, teardown)) => {
             serve(rx, shared, main_ts, sub_ts, run);
+            // Ending is serialized like creation: concurrent Py_EndInterpreter calls corrupt
+            // memory on 3.13.0 (seen here: a double free in the tuple free list).
+            let _one_at_a_time = CREATE.lock();
             ffi::PyEval_RestoreThread(sub_ts);
             let r = ffi::PyObject_CallNoArgs(teardown);
             if r.is_null() {
