@@ -25,12 +25,23 @@ use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins for the next call before it sleeps on the queue.
+const SPIN: Duration = Duration::from_micros(100);
+/// How long a submitter that found a spinning worker waits, without the GIL, for the call to be
+/// settled: a short call is then done with no thread wake-up on either side.
+const HANDOFF: Duration = Duration::from_micros(50);
 
 /// Reply statuses (as in `rustpool._crossing`), plus one for a panic in the worker's Rust code.
 const UNLOADABLE: i64 = 2;
 const PANICKED: i64 = 3;
+
+/// The most calls a worker claims at once from a long queue.
+const MAX_BATCH: usize = 16;
 
 /// Creating and ending interpreters is racy: one at a time, process-wide.
 static CREATE: Mutex<()> = Mutex::new(());
@@ -74,6 +85,10 @@ struct Task {
 
 struct Shared {
     fallback: Option<Box<dyn Isolation>>,
+    /// Workers spinning for work (at most one), and calls settled so far: a submitter that finds
+    /// a spinner hands it the main GIL for a moment, as the thread pools do (`runner.rs`).
+    spinning: AtomicUsize,
+    settled: AtomicUsize,
     /// (module, qualname) of functions that could not be loaded in a subinterpreter: under
     /// "auto" they go straight to the fallback from then on.
     refused: Mutex<HashSet<(String, String)>>,
@@ -129,6 +144,8 @@ impl InterpreterIsolation {
         let (tx, rx) = crossbeam_channel::unbounded::<Task>();
         let shared = Arc::new(Shared {
             fallback,
+            spinning: AtomicUsize::new(0),
+            settled: AtomicUsize::new(0),
             refused: Mutex::new(HashSet::new()),
         });
         let mut threads = Vec::with_capacity(workers);
@@ -140,7 +157,7 @@ impl InterpreterIsolation {
             let spawned = std::thread::Builder::new()
                 .name(format!("{name_prefix}_{i}"))
                 .spawn(move || {
-                    unsafe { worker_main(&boot, &rx, &shared) };
+                    unsafe { worker_main(&boot, &rx, &shared, workers) };
                     let mut live = LIVE.lock();
                     *live -= 1;
                     LIVE_CHANGED.notify_all();
@@ -193,14 +210,27 @@ impl Isolation for InterpreterIsolation {
                 }
             }
         };
-        let tx = self.tx.lock();
-        let Some(tx) = tx.as_ref() else {
-            return Err(PyRuntimeError::new_err(
-                "cannot schedule new futures after shutdown",
-            ));
-        };
-        tx.send(Task { payload, job })
-            .map_err(|_| PyRuntimeError::new_err("cannot schedule new futures after shutdown"))
+        let handoff = self.shared.spinning.load(Ordering::Acquire) > 0 && self.rx.is_empty();
+        let before = self.shared.settled.load(Ordering::Acquire);
+        {
+            let tx = self.tx.lock();
+            let refused = || PyRuntimeError::new_err("cannot schedule new futures after shutdown");
+            let Some(tx) = tx.as_ref() else {
+                return Err(refused());
+            };
+            tx.send(Task { payload, job }).map_err(|_| refused())?;
+        }
+        if handoff {
+            py.detach(|| {
+                let start = Instant::now();
+                while self.shared.settled.load(Ordering::Acquire) == before
+                    && start.elapsed() < HANDOFF
+                {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        Ok(())
     }
 
     fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
@@ -283,7 +313,7 @@ fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: Vec<u
 }
 
 /// The body of one worker thread.
-unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared) {
+unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared, workers: usize) {
     if crate::attach::exiting() || ffi::Py_IsInitialized() == 0 {
         return;
     }
@@ -340,7 +370,7 @@ unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared) {
     }
     match created {
         Ok((sub_ts, run, teardown)) => {
-            serve(rx, shared, main_ts, sub_ts, run);
+            serve(rx, shared, workers, main_ts, sub_ts, run);
             // Ending is serialized like creation: concurrent Py_EndInterpreter calls corrupt
             // memory on 3.13.0 (seen here: a double free in the tuple free list).
             let _one_at_a_time = CREATE.lock();
@@ -377,47 +407,67 @@ unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared) {
 }
 
 /// Take calls until the pool is shut down and the queue is empty.
+///
+/// Each attach to the main interpreter settles every call the worker finished and claims the
+/// next ones: one call when the queue is short, a small batch when it is long (a share of the
+/// queue small enough that the other workers still get theirs), so a burst of small calls costs a
+/// fraction of a main-GIL hand-off per call.
 unsafe fn serve(
     rx: &Receiver<Task>,
     shared: &Shared,
+    workers: usize,
     main_ts: *mut ffi::PyThreadState,
     mut sub_ts: *mut ffi::PyThreadState,
     run: *mut ffi::PyObject,
 ) {
-    let mut done: Option<(Task, i64, Vec<u8>)> = None;
+    let mut done: Vec<(Task, i64, Vec<u8>)> = Vec::new();
+    let mut next: Vec<Task> = Vec::new();
     loop {
-        let next = if done.is_some() {
-            match rx.try_recv() {
-                Ok(t) => Some(t),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => None,
+        if done.is_empty() {
+            // Spin a little first (one spinner at a time): a call that comes right away is taken
+            // without a wake-up.
+            if shared
+                .spinning
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let start = Instant::now();
+                while rx.is_empty() && start.elapsed() < SPIN {
+                    std::hint::spin_loop();
+                }
+                shared.spinning.store(0, Ordering::Release);
             }
-        } else {
             match rx.recv() {
-                Ok(t) => Some(t),
+                Ok(t) => next.push(t),
                 Err(_) => return,
             }
-        };
-        // One attach to the main interpreter: settle the last call, claim the next.
-        let to_run = with_main(main_ts, |py| {
-            if let Some((task, status, data)) = done.take() {
+        }
+        let share = (rx.len() / (2 * workers)).min(MAX_BATCH - 1);
+        let want = if next.is_empty() { share.max(1) } else { share };
+        for _ in 0..want {
+            match rx.try_recv() {
+                Ok(t) => next.push(t),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let claimed: Vec<Task> = with_main(main_ts, |py| {
+            for (task, status, data) in done.drain(..) {
                 deliver(py, shared, task, status, data);
+                shared.settled.fetch_add(1, Ordering::Release);
             }
-            let mut task = next?;
-            if task.job.claim(py) {
-                Some(task)
-            } else {
-                drop(task);
-                None
-            }
+            next.drain(..)
+                .filter_map(|mut task| task.job.claim(py).then_some(task))
+                .collect()
         });
-        if let Some(task) = to_run {
-            ffi::PyEval_RestoreThread(sub_ts);
+        if claimed.is_empty() {
+            continue;
+        }
+        ffi::PyEval_RestoreThread(sub_ts);
+        for task in claimed {
             let reply = catch_unwind(AssertUnwindSafe(|| match &task.payload {
                 Some(payload) => call_run(run, payload),
                 None => panic!("rustpool test panic inside an interpreter worker"),
             }));
-            sub_ts = ffi::PyEval_SaveThread();
             let (status, data) = reply.unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<&str>()
@@ -426,8 +476,9 @@ unsafe fn serve(
                     .unwrap_or_else(|| "panic".into());
                 (PANICKED, msg.into_bytes())
             });
-            done = Some((task, status, data));
+            done.push((task, status, data));
         }
+        sub_ts = ffi::PyEval_SaveThread();
     }
 }
 
