@@ -7,6 +7,7 @@ mod attach;
 mod blocking;
 mod bridge;
 mod cpu;
+mod handoff;
 mod isolation;
 mod job;
 mod runner;

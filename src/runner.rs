@@ -9,6 +9,7 @@
 //! by a runner that takes a job while more are queued and none is free (so 200 blocking calls
 //! gathered at once fan out to 200 threads, one new runner at a time). `cap` bounds the runners.
 
+use crate::handoff::Handoff;
 use crate::job::Job;
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::PyRuntimeError;
@@ -57,6 +58,7 @@ pub struct Scheduler<S: Spawn> {
     queued: AtomicUsize,
     /// Jobs finished so far, watched by a submitter during a hand-off.
     finished: AtomicUsize,
+    handoff: Handoff,
 }
 
 thread_local! {
@@ -86,6 +88,7 @@ impl<S: Spawn> Scheduler<S> {
             broken_error,
             queued: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
+            handoff: Handoff::default(),
         })
     }
 
@@ -123,7 +126,7 @@ impl<S: Spawn> Scheduler<S> {
             }
             st.queue.push_back(job);
             self.queued.store(st.queue.len(), Ordering::Release);
-            let handoff = st.spinning > 0 && st.queue.len() == 1;
+            let handoff = st.spinning > 0 && st.queue.len() == 1 && self.handoff.should_try();
             if st.runners == st.busy && st.runners < self.cap {
                 st.runners += 1;
                 (true, handoff)
@@ -136,11 +139,8 @@ impl<S: Spawn> Scheduler<S> {
         }
         if handoff {
             let before = self.finished.load(Ordering::Acquire);
-            py.detach(|| {
-                let start = Instant::now();
-                while self.finished.load(Ordering::Acquire) == before && start.elapsed() < HANDOFF {
-                    std::hint::spin_loop();
-                }
+            self.handoff.wait(py, HANDOFF, || {
+                self.finished.load(Ordering::Acquire) != before
             });
         }
         Ok(())

@@ -13,6 +13,7 @@
 //! exit hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::Isolation;
+use crate::handoff::Handoff;
 use crate::job::{panic_error, Job};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::{Condvar, Mutex};
@@ -89,6 +90,7 @@ struct Shared {
     /// a spinner hands it the main GIL for a moment, as the thread pools do (`runner.rs`).
     spinning: AtomicUsize,
     settled: AtomicUsize,
+    handoff: Handoff,
     /// (module, qualname) of functions that could not be loaded in a subinterpreter: under
     /// "auto" they go straight to the fallback from then on.
     refused: Mutex<HashSet<(String, String)>>,
@@ -146,6 +148,7 @@ impl InterpreterIsolation {
             fallback,
             spinning: AtomicUsize::new(0),
             settled: AtomicUsize::new(0),
+            handoff: Handoff::default(),
             refused: Mutex::new(HashSet::new()),
         });
         let mut threads = Vec::with_capacity(workers);
@@ -210,7 +213,9 @@ impl Isolation for InterpreterIsolation {
                 }
             }
         };
-        let handoff = self.shared.spinning.load(Ordering::Acquire) > 0 && self.rx.is_empty();
+        let handoff = self.shared.spinning.load(Ordering::Acquire) > 0
+            && self.rx.is_empty()
+            && self.shared.handoff.should_try();
         let before = self.shared.settled.load(Ordering::Acquire);
         {
             let tx = self.tx.lock();
@@ -221,13 +226,8 @@ impl Isolation for InterpreterIsolation {
             tx.send(Task { payload, job }).map_err(|_| refused())?;
         }
         if handoff {
-            py.detach(|| {
-                let start = Instant::now();
-                while self.shared.settled.load(Ordering::Acquire) == before
-                    && start.elapsed() < HANDOFF
-                {
-                    std::hint::spin_loop();
-                }
+            self.shared.handoff.wait(py, HANDOFF, || {
+                self.shared.settled.load(Ordering::Acquire) != before
             });
         }
         Ok(())
