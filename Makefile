@@ -3,7 +3,8 @@
 #   make test   cargo test + pytest on every CPython 3.11+ found (missing versions are reported)
 #   make bench  pytest-benchmark tables, rustpool beside its anchors
 SHELL := /bin/bash
-PY ?= 3.11
+# The newest CPython found: the demo shows the best mode the machine has.
+PY ?= $(shell for m in 3.13 3.12 3.11; do [ -n "$$(scripts/pythons.sh find $$m)" ] && echo $$m && break; done)
 BENCH_PYTHONS ?= 3.11 3.13
 
 .PHONY: all build demo test bench lint clean
