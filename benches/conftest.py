@@ -9,6 +9,11 @@ per module, while a 1 ms ticker (``asyncio.sleep(0.001)`` in a loop) measures ho
 loop wakes it: that overshoot's p99 is the "loop lag" of the entry. Nothing here asserts a speed:
 the summary at the end prints each group's medians, the ratio to the group's anchor, the lag, and
 the project's targets beside them.
+
+Entries may carry more than a time: ``target_serial`` (a speedup over the group's serial entry),
+``lag_target_ms`` (the loop-lag bound a rustpool entry is held to; 1 ms unless a group says
+otherwise) and memory figures (``rss_per_worker_mib``, ``pss_per_worker_mib``), which the summary
+prints as a column and a line of their own.
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ def bench_async(benchmark: Any, loop: asyncio.AbstractEventLoop) -> Callable[...
     """``bench_async(workload, group=, impl=, role=, ops=, rounds=, ...)``.
 
     ``workload`` is a zero-argument coroutine function: one round. ``ops`` is the number of calls
-    one round makes (the summary derives per-call time and calls/s from it). ``role`` is
+    one round makes (the summary derives per-call time and calls/s from it); ``teardown`` runs
+    after each round, untimed (a cold-start entry shuts its pool down there). ``role`` is
     ``"rustpool"``, ``"anchor"`` (the group's reference), ``"other"``, ``"serial"`` (the same work
     run inline, for speedups) or ``"floor"`` (the same burst with no offload at all: what the
     loop itself costs, and the lag every entry starts from).
@@ -97,7 +103,10 @@ def bench_async(benchmark: Any, loop: asyncio.AbstractEventLoop) -> Callable[...
         warmup_rounds: int = 1,
         target_ratio: float | None = None,
         target: str | None = None,
+        target_serial: float | None = None,
+        lag_target_ms: float | None = 1.0,
         note: str | None = None,
+        teardown: Callable[[], None] | None = None,
     ) -> Any:
         per_round: list[list[float]] = []
 
@@ -115,6 +124,7 @@ def bench_async(benchmark: Any, loop: asyncio.AbstractEventLoop) -> Callable[...
             rounds=rounds,
             iterations=1,
             warmup_rounds=warmup_rounds,
+            teardown=teardown,
         )
         lags = [x for r in per_round[warmup_rounds:] for x in r]
         lag_p99_ms = p99(lags) * 1e3
@@ -125,7 +135,10 @@ def bench_async(benchmark: Any, loop: asyncio.AbstractEventLoop) -> Callable[...
             lag_p99_ms=round(lag_p99_ms, 3),
             lag_max_ms=round(max(lags, default=math.nan) * 1e3, 3),
             lag_samples=len(lags),
+            lag_target_ms=lag_target_ms,
         )
+        if target_serial is not None:
+            benchmark.extra_info["target_serial"] = target_serial
         if target_ratio is not None:
             benchmark.extra_info["target_ratio"] = target_ratio
         if target is not None:
@@ -161,6 +174,10 @@ def _fmt_ms(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.2f} ms"
 
 
+def _fmt_mib(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.1f} MiB"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     bs = getattr(config, "_benchmarksession", None)
@@ -179,7 +196,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         "'vs anchor' = anchor median / entry median: above 1.00x the entry is faster."
     )
     tr.write_line(
-        "lag p99 = 99th percentile of how late a 1 ms asyncio.sleep ticker woke while the entry ran."
+        "lag p99 = 99th percentile of how late a 1 ms asyncio.sleep ticker woke while the entry ran; "
+        "lag max = the worst (a burst that blocks the loop once shows there, not in p99 of a long round)."
     )
     for name, items in groups.items():
         items.sort(key=lambda b: (ROLE_ORDER.get(b.extra_info["role"], 9), b.extra_info["impl"]))
@@ -196,7 +214,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         header = f"   {'entry':<{w}} {'median/round':>12} {'per call':>10} {'calls/s':>10} {'vs anchor':>10}"
         if serial is not None:
             header += f" {'vs serial':>10}"
-        header += f" {'lag p99':>10}"
+        header += f" {'lag p99':>10} {'lag max':>10}"
+        has_mem = any("rss_per_worker_mib" in b.extra_info for b in items)
+        if has_mem:
+            header += f" {'RSS/worker':>11}"
         tr.write_line(header)
         for b in items:
             ei = b.extra_info
@@ -209,8 +230,22 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             )
             if serial is not None:
                 line += f" {serial.stats.median / med:>9.2f}x"
-            line += f" {_fmt_ms(ei['lag_p99_ms']):>10}"
+            line += f" {_fmt_ms(ei['lag_p99_ms']):>10} {_fmt_ms(ei['lag_max_ms']):>10}"
+            if has_mem:
+                line += f" {_fmt_mib(ei.get('rss_per_worker_mib')):>11}"
             tr.write_line(line)
+        for b in items:
+            ei = b.extra_info
+            if "rss_per_worker_mib" in ei:
+                what = ei.get("mem_what", "RSS growth / workers")
+                pss = (
+                    f", PSS {_fmt_mib(ei['pss_per_worker_mib'])} per worker"
+                    if ei.get("pss_per_worker_mib") is not None
+                    else ""
+                )
+                tr.write_line(
+                    f"   memory {ei['impl']}: {_fmt_mib(ei['rss_per_worker_mib'])} per worker ({what}){pss}"
+                )
         for b in items:
             ei = b.extra_info
             if "note" in ei:
@@ -224,13 +259,23 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 verdict = "met" if got >= ei["target_ratio"] else "NOT met"
                 what = ei.get("target", f">= {ei['target_ratio']:g}x the anchor")
                 tr.write_line(f"   target {ei['impl']}: {what}: measured {got:.2f}x -> {verdict}")
+            if "target_serial" in ei and serial is not None:
+                got = serial.stats.median / b.stats.median
+                verdict = "met" if got >= ei["target_serial"] else "NOT met"
+                tr.write_line(
+                    f"   target {ei['impl']}: speedup over serial >= {ei['target_serial']:g}x: "
+                    f"measured {got:.2f}x -> {verdict}"
+                )
+            lag_target = ei.get("lag_target_ms", 1.0)
+            if lag_target is None:
+                continue
             lag = ei["lag_p99_ms"]
-            verdict = "met" if lag < 1.0 else "NOT met"
+            verdict = "met" if lag < lag_target else "NOT met"
             floor_note = (
                 f" (floor with no offload at all: {_fmt_ms(floor.extra_info['lag_p99_ms'])})"
                 if floor is not None
                 else ""
             )
             tr.write_line(
-                f"   target {ei['impl']}: loop lag p99 < 1 ms: measured {_fmt_ms(lag)} -> {verdict}{floor_note}"
+                f"   target {ei['impl']}: loop lag p99 < {lag_target:g} ms: measured {_fmt_ms(lag)} -> {verdict}{floor_note}"
             )

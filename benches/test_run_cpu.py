@@ -1,9 +1,13 @@
 """CPU offload: rustpool.run_cpu beside ProcessPoolExecutor and ThreadPoolExecutor.
 
-run_cpu's isolation in this release is "thread": threads of this interpreter. It runs work in
-parallel only while that work releases the GIL (hashlib over a large buffer, zlib, numpy); the
-pure-Python fib group is here to show that it does NOT parallelise Python bytecode (about 1x of
-serial) and that such work then lags the event loop, as any thread pool does.
+run_cpu uses the default CPU pool, whose isolation is "auto": "interpreter" (own-GIL
+subinterpreters) on CPython 3.13+, "thread" (threads of this interpreter) on 3.11/3.12. Every
+run_cpu entry is labelled with the mode it resolved to here (``default_cpu_executor().isolation``).
+"thread" runs work in parallel only while that work releases the GIL (hashlib over a large
+buffer, zlib, numpy): there the pure-Python fib group shows that it does NOT parallelise Python
+bytecode (about 1x of serial) and that such work lags the event loop, as any thread pool does.
+"interpreter" runs the fib group in parallel too (like the process pool); test_interpreter.py
+compares it in detail.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ import rustpool
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 SEQ_CALLS = 500
 JOBS = 8
+# The mode run_cpu's default pool resolved to on this Python ("auto" -> "interpreter" on 3.13+,
+# "thread" before): every run_cpu label says it, so the tables stay honest on each version.
+RUN_CPU_MODE = rustpool.default_cpu_executor().isolation
+RUN_CPU = f'rustpool.run_cpu (isolation="{RUN_CPU_MODE}")'
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +66,7 @@ def caller(impl: str, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor,
     raise AssertionError(impl)
 
 
-@pytest.mark.parametrize("impl", ["rustpool.run_cpu", f"run_in_executor(ProcessPoolExecutor({CORES}))"])
+@pytest.mark.parametrize("impl", [RUN_CPU, f"run_in_executor(ProcessPoolExecutor({CORES}))"])
 def test_sequential_noop_latency(bench_async: Any, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor, impl: str) -> None:
     call = caller(impl, loop, ppe, tpe)
 
@@ -78,7 +86,7 @@ def test_sequential_noop_latency(bench_async: Any, loop: asyncio.AbstractEventLo
 
 CPU_IMPLS = [
     "serial, in the loop thread",
-    'rustpool.run_cpu (isolation="thread")',
+    RUN_CPU,
     f"run_in_executor(ProcessPoolExecutor({CORES}))",
     f"run_in_executor(ThreadPoolExecutor({CORES}))",
 ]
@@ -120,9 +128,15 @@ def test_gil_releasing_sha256(bench_async: Any, loop: asyncio.AbstractEventLoop,
         ops=JOBS,
         rounds=10,
         note=(
-            "hashlib releases the GIL while hashing, so threads (run_cpu, ThreadPoolExecutor) run it in "
-            "parallel; the ProcessPoolExecutor anchor hashes a buffer each worker already holds, the "
-            "'8 MiB sent' row pays pickling + pipe transfer of the buffer as real code would"
+            (
+                "hashlib releases the GIL while hashing, so threads (run_cpu, ThreadPoolExecutor) run it in "
+                "parallel; the ProcessPoolExecutor anchor hashes a buffer each worker already holds"
+                if RUN_CPU_MODE == "thread"
+                else "hashlib releases the GIL while hashing, so ThreadPoolExecutor runs it in parallel; the "
+                "ProcessPoolExecutor anchor and run_cpu's subinterpreters hash a buffer each worker already "
+                "holds (built when the worker imports _workloads)"
+            )
+            + "; the '8 MiB sent' row pays pickling + pipe transfer of the buffer as real code would"
         )
         if impl.startswith("serial")
         else None,
@@ -153,6 +167,10 @@ def test_pure_python_fib(bench_async: Any, loop: asyncio.AbstractEventLoop, ppe:
         note=(
             'isolation="thread" does NOT parallelise pure-Python code on a GIL build: expect run_cpu ~1x of '
             "serial and a loop lag of the GIL switch interval (5 ms) or more; only the process pool scales"
+            if RUN_CPU_MODE == "thread"
+            else f'run_cpu resolved to isolation="{RUN_CPU_MODE}" here: own-GIL subinterpreters run pure Python '
+            "in parallel like the process pool (expect ~cores x serial, a low loop lag); ThreadPoolExecutor "
+            "shares the GIL (~1x of serial, a loop lag of the switch interval or more)"
         )
         if impl.startswith("serial")
         else None,

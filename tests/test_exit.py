@@ -202,3 +202,145 @@ def test_exit_while_pool_threads_come_and_go(tmp_path: Path) -> None:
         """,
     )
     assert_clean_exit(proc)
+
+
+# --- isolation="interpreter" (CPython 3.13+) ---------------------------------------------------
+# The calls run in subinterpreters, which end on their own worker threads before the main
+# interpreter finalizes: a crash there ("Fatal Python error", a double free at Py_EndInterpreter)
+# shows as a bad exit status or text on stderr. The worker function lives in the script's __main__
+# (a worker loads it as __mp_main__, so the pool code sits under the main guard); it reports
+# through os.write and files, since no threading primitive crosses into a subinterpreter.
+
+needs_interpreters = pytest.mark.skipif(
+    sys.version_info < (3, 13), reason='isolation="interpreter" needs CPython 3.13+'
+)
+
+INTERPRETER_PRELUDE = r"""
+import asyncio, gc, os, sys, time
+import rustpool
+
+def say(line):
+    os.write(1, (line + "\n").encode())
+
+def iwork(tag, seconds, hold=None):
+    open(f"started-{tag}", "w").close()  # in the script's directory (the process's cwd)
+    say(f"started {tag}")
+    deadline = time.monotonic() + 30
+    while hold and not os.path.exists(hold) and time.monotonic() < deadline:
+        time.sleep(0.002)  # held until the script creates the file `hold`
+    time.sleep(seconds)
+    say(f"finished {tag}")
+    return tag
+
+def wait_started(*tags):
+    deadline = time.monotonic() + 30
+    while not all(os.path.exists(f"started-{t}") for t in tags):
+        assert time.monotonic() < deadline, "calls never started"
+        time.sleep(0.002)
+
+async def await_started(*tags):
+    deadline = time.monotonic() + 30
+    while not all(os.path.exists(f"started-{t}") for t in tags):
+        assert time.monotonic() < deadline, "calls never started"
+        await asyncio.sleep(0.002)
+"""
+
+
+def run_interpreter_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """``body`` is the script's ``if __name__ == "__main__":`` block (unindented)."""
+    for stale in [*tmp_path.glob("started-*"), tmp_path / "go"]:
+        stale.unlink(missing_ok=True)
+    script = tmp_path / "script.py"
+    guarded = textwrap.indent(textwrap.dedent(body), "    ")
+    script.write_text(INTERPRETER_PRELUDE + '\nif __name__ == "__main__":\n' + guarded)
+    return subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+    )
+
+
+def tagged(proc: subprocess.CompletedProcess[str], what: str) -> list[str]:
+    return [line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith(what + " ")]
+
+
+def interpreter_exit_body(how: str) -> str:
+    return f"""
+    def main():
+        ex = rustpool.CpuExecutor(2, isolation="interpreter")
+        # Two run, two wait in the queue when the script ends.
+        for tag in ("s0", "s1", "s2", "s3"):
+            ex.submit(iwork, tag, 0.3)
+
+        async def amain():
+            other = rustpool.CpuExecutor(1, isolation="interpreter")
+            tasks = [
+                asyncio.create_task(other.run(iwork, "run", 0.3, "go")),
+                asyncio.create_task(other.run(iwork, "run-queued", 0.3)),
+                # The default CPU pool: "auto", so subinterpreters too.
+                asyncio.create_task(rustpool.run_cpu(iwork, "run_cpu", 0.3)),
+            ]
+            await await_started("run", "run_cpu")
+            for t in tasks:
+                t.cancel()  # "run" and "run_cpu" go on; "run-queued" never starts
+            await asyncio.sleep(0)
+            open("go", "w").close()
+
+        asyncio.run(amain())
+        wait_started("s0", "s1")
+        say("exiting")
+        {"sys.exit(0)" if how == "sys.exit" else "return"}
+
+    main()
+    """
+
+
+def assert_started_calls_finished(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "exiting" in proc.stdout.splitlines(), proc.stdout
+    started, done = tagged(proc, "started"), tagged(proc, "finished")
+    assert sorted(started) == sorted(done), proc.stdout
+    assert {"s0", "s1", "s2", "s3", "run", "run_cpu"} <= set(done), proc.stdout
+    assert "run-queued" not in started, proc.stdout
+
+
+@needs_interpreters
+@pytest.mark.parametrize("how", ["sys.exit", "return"])
+def test_exit_while_interpreter_calls_run(tmp_path: Path, how: str) -> None:
+    proc = run_interpreter_script(tmp_path, interpreter_exit_body(how))
+    assert_clean_exit(proc)
+    assert_started_calls_finished(proc)
+
+
+@needs_interpreters
+def test_exit_while_interpreter_calls_run_repeatedly(tmp_path: Path) -> None:
+    """The same exits again and again: a crash while subinterpreters end can be intermittent."""
+    for attempt in range(5):
+        how = "sys.exit" if attempt % 2 else "return"
+        proc = run_interpreter_script(tmp_path, interpreter_exit_body(how))
+        assert_clean_exit(proc)
+        assert_started_calls_finished(proc)
+
+
+@needs_interpreters
+@pytest.mark.parametrize("wait_for_result", [False, True], ids=["running", "done"])
+def test_exit_with_interpreter_executor_dropped_without_shutdown(tmp_path: Path, wait_for_result: bool) -> None:
+    proc = run_interpreter_script(
+        tmp_path,
+        f"""
+        ex = rustpool.CpuExecutor(2, isolation="interpreter")
+        f = ex.submit(iwork, "dropped", 0.3)
+        queued = [ex.submit(iwork, f"dropped-{{i}}", 0.05) for i in range(3)]
+        wait_started("dropped")
+        del ex
+        gc.collect()
+        if {wait_for_result}:
+            assert f.result(30) == "dropped"
+            assert [q.result(30) for q in queued] == [f"dropped-{{i}}" for i in range(3)]
+        say("exiting")
+        """,
+    )
+    assert_clean_exit(proc)
+    assert "exiting" in proc.stdout.splitlines()
+    assert set(tagged(proc, "finished")) == {"dropped"} | {f"dropped-{i}" for i in range(3)}

@@ -19,7 +19,7 @@ from concurrent.futures import thread as _cf_thread
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from . import _rustpool
-from ._crossing import RemoteTraceback, WorkerUnsupported
+from ._crossing import RemoteTraceback, WorkerUnsupported, process_chunk
 from ._rustpool import BlockingPool, CpuPool
 
 if TYPE_CHECKING:
@@ -130,10 +130,6 @@ class ThreadExecutor(_cf_thread.ThreadPoolExecutor):
         return f"<rustpool.ThreadExecutor max_workers={self._max_workers} {state}>"
 
 
-def _process_chunk(fn: Callable[..., T], chunk: list[tuple[Any, ...]]) -> list[T]:
-    return [fn(*args) for args in chunk]
-
-
 def _chunks(chunksize: int, iterables: tuple[Iterable[Any], ...]) -> Iterator[list[tuple[Any, ...]]]:
     it = zip(*iterables)
     while chunk := list(itertools.islice(it, chunksize)):
@@ -196,7 +192,7 @@ class CpuExecutor(Executor):
             raise ValueError("chunksize must be >= 1.")
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout)
-        batches = super().map(_process_chunk, itertools.repeat(fn), _chunks(chunksize, iterables), timeout=timeout)
+        batches = super().map(process_chunk, itertools.repeat(fn), _chunks(chunksize, iterables), timeout=timeout)
         return itertools.chain.from_iterable(batches)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -33,6 +33,11 @@ class WorkerUnsupported(ImportError):
     """The call cannot be loaded in this kind of worker (a module refuses subinterpreters, say)."""
 
 
+def process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
+    """One batch of ``CpuExecutor.map(chunksize > 1)``; lives here so isolated workers can load it."""
+    return [fn(*args) for args in chunk]
+
+
 def _describe(fn: object) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     module = getattr(fn, "__module__", None)
@@ -48,16 +53,25 @@ def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
         try:
             import cloudpickle  # type: ignore[import-not-found]
         except ImportError:
-            raise pickle.PicklingError(
-                f"cannot send {_describe(fn)} to an isolated worker: {first}. Define the function at module "
-                "level (lambdas and closures cross only when cloudpickle is installed)"
-            ) from first
+            raise _cannot_send(fn, first) from first
         try:
             return cloudpickle.dumps(payload, 5)  # type: ignore[no-any-return]
         except Exception as second:
-            raise pickle.PicklingError(
-                f"cannot send the call of {_describe(fn)} to an isolated worker: {second}"
-            ) from second
+            raise _cannot_send(fn, second) from second
+
+
+def _cannot_send(fn: object, err: Exception) -> pickle.PicklingError:
+    try:
+        pickle.dumps(fn, 5)
+    except Exception:
+        return pickle.PicklingError(
+            f"cannot send {_describe(fn)} to an isolated worker: {err}. Define the function at module "
+            "level (lambdas and closures cross only when cloudpickle is installed)"
+        )
+    return pickle.PicklingError(
+        f"cannot send the arguments of {_describe(fn)} to an isolated worker: {err}. Arguments and results "
+        "cross as pickle bytes: pass data, not locks, sockets or open files"
+    )
 
 
 def decode(status: int, data: bytes, fn: object = None) -> tuple[bool, Any]:
@@ -74,16 +88,22 @@ def decode(status: int, data: bytes, fn: object = None) -> tuple[bool, Any]:
             return True, RuntimeError(f"the worker's exception could not be unpickled: {e!r}")
         exc.__cause__ = RemoteTraceback(tb)
         return True, exc
+    reason = data.decode("utf-8", "replace").strip().splitlines()[0][:500]
     return True, WorkerUnsupported(
         f"{_describe(fn)} cannot run in a subinterpreter (isolation=\"interpreter\"): "
-        f"{data.decode('utf-8', 'replace')}. Use isolation=\"thread\" (or \"auto\", which falls back by itself)"
+        f"{reason}. Use isolation=\"thread\" (or \"auto\", which falls back by itself)"
     )
 
 
 def main_info() -> tuple[str, str]:
     """How a worker can load the caller's ``__main__`` (as multiprocessing's spawn does):
-    (module name to run, or "") and (file path to run, or "")."""
+    (module name to run, or "") and (file path to run, or "").
+
+    Also lets objects of ``__main__`` classes made in a worker (pickled as ``__mp_main__.X``)
+    come back, as multiprocessing does."""
     main = sys.modules.get("__main__")
+    if main is not None:
+        sys.modules.setdefault("__mp_main__", main)
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name not in ("__main__", "__mp_main__"):
         return spec.name, ""
@@ -100,13 +120,10 @@ import os, pickle, sys, traceback
 
 _main = None
 
-def _setup(sys_path, cwd, main_name, main_path):
+def _setup(sys_path, main_name, main_path):
+    # The working directory is the process's, shared with the caller already.
     global _main
     sys.path[:] = list(sys_path)
-    try:
-        os.chdir(cwd)
-    except OSError:
-        pass
     _main = (main_name, main_path)
 
 def _load_main():
@@ -155,9 +172,14 @@ def _run(payload):
     try:
         result = fn(*args, **kwargs)
     except BaseException as e:
+        if isinstance(e, ImportError) and "subinterpreters" in str(e):
+            # A module imported inside fn refuses subinterpreters: as if fn could not load here.
+            return 2, f"{type(e).__name__}: {e}".encode()
         tb = "".join(traceback.format_exception(e))
         try:
-            return 1, pickle.dumps((e, tb), 5)
+            data = pickle.dumps((e, tb), 5)
+            pickle.loads(data)  # it must also rebuild on the other side
+            return 1, data
         except BaseException as pe:
             sub = RuntimeError(f"{type(e).__module__}.{type(e).__qualname__}: {e} "
                                f"(the exception could not be pickled: {pe})")

@@ -69,11 +69,11 @@ fn crossing(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
-/// What a worker needs to look like the caller: its sys.path, working directory and `__main__`.
+/// What a worker needs to look like the caller: its sys.path and `__main__` (the working
+/// directory is the process's, shared already).
 struct Boot {
     source: CString,
     sys_path: Vec<String>,
-    cwd: String,
     main_name: String,
     main_path: String,
 }
@@ -135,11 +135,9 @@ impl InterpreterIsolation {
             .try_iter()?
             .filter_map(|p| p.ok()?.extract::<String>().ok())
             .collect();
-        let cwd: String = py.import("os")?.call_method0("getcwd")?.extract()?;
         let boot = Arc::new(Boot {
             source: CString::new(source).map_err(|e| PyValueError::new_err(e.to_string()))?,
             sys_path,
-            cwd,
             main_name,
             main_path,
         });
@@ -558,11 +556,10 @@ unsafe fn boot_worker(boot: &Boot) -> Result<(*mut ffi::PyObject, *mut ffi::PyOb
         ffi::PyList_Append(path, s);
         ffi::Py_DecRef(s);
     }
-    let args = ffi::PyTuple_New(4);
+    let args = ffi::PyTuple_New(3);
     ffi::PyTuple_SetItem(args, 0, path);
-    ffi::PyTuple_SetItem(args, 1, new_str(&boot.cwd));
-    ffi::PyTuple_SetItem(args, 2, new_str(&boot.main_name));
-    ffi::PyTuple_SetItem(args, 3, new_str(&boot.main_path));
+    ffi::PyTuple_SetItem(args, 1, new_str(&boot.main_name));
+    ffi::PyTuple_SetItem(args, 2, new_str(&boot.main_path));
     let r = ffi::PyObject_Call(setup, args, ptr::null_mut());
     ffi::Py_DecRef(args);
     if r.is_null() {
