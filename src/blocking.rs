@@ -160,6 +160,12 @@ impl BlockingPool {
         self.sched.counts().1
     }
 
+    /// Diagnostics: (hand-offs that finished in time, hand-offs that did not).
+    #[getter]
+    fn handoff_stats(&self) -> (u64, u64) {
+        self.sched.handoff_stats()
+    }
+
     #[getter]
     fn is_shutdown(&self) -> bool {
         self.sched.is_shutdown()

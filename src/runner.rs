@@ -235,6 +235,10 @@ impl<S: Spawn> Scheduler<S> {
         }
     }
 
+    pub fn handoff_stats(&self) -> (u64, u64) {
+        self.handoff.stats()
+    }
+
     pub fn is_shutdown(&self) -> bool {
         self.state.lock().shutdown
     }

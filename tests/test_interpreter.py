@@ -257,10 +257,13 @@ def test_result_that_cannot_be_pickled_raises_type_error(interp: Any) -> None:
 
 # --- what cannot cross -------------------------------------------------------------------------
 
-needs_no_cloudpickle = pytest.mark.skipif(
-    importlib.util.find_spec("cloudpickle") is not None,
-    reason="cloudpickle is installed: lambdas and closures cross with it",
-)
+@pytest.fixture
+def no_cloudpickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if cloudpickle were not installed (``import cloudpickle`` raises ImportError)."""
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)
+
+
+needs_no_cloudpickle = pytest.mark.usefixtures("no_cloudpickle")
 
 
 def _closure() -> Callable[[], int]:
@@ -308,6 +311,22 @@ def test_unpicklable_callable_runs_on_threads_under_auto(auto: Any) -> None:
     assert asyncio.run(main()) == 42
 
 
+def test_lambdas_and_closures_cross_with_cloudpickle(interp: Any) -> None:
+    """With cloudpickle installed, lambdas and closures run in the subinterpreter itself."""
+    pytest.importorskip("cloudpickle", reason="cloudpickle is in requirements-dev.txt")
+    ex = interp(1)
+    assert ex.submit(lambda x: x * 2, 21).result(WAIT) == 42
+    assert ex.submit(_closure()).result(WAIT) == 42
+
+    def where() -> Any:
+        import _interpreters
+
+        return _interpreters.get_current()[0]
+
+    assert ex.submit(where).result(WAIT) != MAIN_ID
+
+
+@needs_no_cloudpickle
 def test_unpicklable_argument_is_refused_at_submit(interp: Any) -> None:
     with pytest.raises(pickle.PicklingError, match="lock"):
         interp(1).submit(h.echo, threading.Lock())

@@ -39,6 +39,9 @@ class BlockingPool:
     def queued(self) -> int:
         """Calls queued and not started."""
     @property
+    def handoff_stats(self) -> tuple[int, int]:
+        """Diagnostics: (hand-offs that finished in time, hand-offs that did not)."""
+    @property
     def is_shutdown(self) -> bool: ...
     def _submit_panicking(self, future: Future[Any]) -> None:
         """Test hook: a job whose Rust side panics."""
