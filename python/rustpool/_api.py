@@ -64,7 +64,42 @@ def _check_initializer(initializer: Callable[..., object] | None) -> None:
         raise TypeError("initializer must be a callable")
 
 
-class ThreadExecutor(_cf_thread.ThreadPoolExecutor):
+class _PoolExecutor:
+    """What both executors share: their Rust pool (``_pool``) does the work."""
+
+    _pool: Any
+    _max_workers: int
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        f: Future[T] = Future()
+        self._pool.submit(f, fn, args, kwargs)
+        return f
+
+    submit.__doc__ = Executor.submit.__doc__
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)`` on this pool (a ``ThreadExecutor`` runs it in a copy of
+        the caller's contextvars context, as ``to_thread`` does; a ``CpuExecutor`` carries none)."""
+        return await self._pool.run(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait, cancel_futures)
+
+    shutdown.__doc__ = Executor.shutdown.__doc__
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
+
+    def _describe(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        state = "shutdown" if self._pool.is_shutdown else f"active={self._pool.active}"
+        return f"<rustpool.{type(self).__name__} max_workers={self._max_workers}{self._describe()} {state}>"
+
+
+class ThreadExecutor(_PoolExecutor, _cf_thread.ThreadPoolExecutor):
     """A ``ThreadPoolExecutor`` whose threads are tokio's blocking pool.
 
     Threads are made on demand up to ``max_workers`` (default 512: blocking I/O waits, it does not
@@ -92,17 +127,6 @@ class ThreadExecutor(_cf_thread.ThreadPoolExecutor):
         )
         _live.add(self)
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        f: Future[T] = Future()
-        self._pool.submit(f, fn, args, kwargs)
-        return f
-
-    submit.__doc__ = Executor.submit.__doc__
-
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Await ``fn(*args, **kwargs)`` on this pool, in a copy of the caller's context."""
-        return await self._pool.run(fn, *args, **kwargs)
-
     def map(  # type: ignore[override]
         self,
         fn: Callable[..., T],
@@ -112,22 +136,9 @@ class ThreadExecutor(_cf_thread.ThreadPoolExecutor):
     ) -> Iterator[T]:
         return Executor.map(self, fn, *iterables, timeout=timeout, chunksize=chunksize)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._pool.shutdown(wait, cancel_futures)
-
-    shutdown.__doc__ = Executor.shutdown.__doc__
-
-    @property
-    def max_workers(self) -> int:
-        return self._max_workers
-
     @property
     def keep_alive(self) -> float:
-        return self._pool.keep_alive
-
-    def __repr__(self) -> str:
-        state = "shutdown" if self._pool.is_shutdown else f"active={self._pool.active}"
-        return f"<rustpool.ThreadExecutor max_workers={self._max_workers} {state}>"
+        return float(self._pool.keep_alive)
 
 
 def _chunks(chunksize: int, iterables: tuple[Iterable[Any], ...]) -> Iterator[list[tuple[Any, ...]]]:
@@ -136,7 +147,7 @@ def _chunks(chunksize: int, iterables: tuple[Iterable[Any], ...]) -> Iterator[li
         yield chunk
 
 
-class CpuExecutor(Executor):
+class CpuExecutor(_PoolExecutor, Executor):
     """A ``ProcessPoolExecutor``-shaped executor over rustpool's CPU pool.
 
     ``isolation`` picks where the Python code runs:
@@ -169,17 +180,6 @@ class CpuExecutor(Executor):
         self._max_workers = self._pool.max_workers
         _live.add(self)
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        f: Future[T] = Future()
-        self._pool.submit(f, fn, args, kwargs)
-        return f
-
-    submit.__doc__ = Executor.submit.__doc__
-
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Await ``fn(*args, **kwargs)`` on this pool."""
-        return await self._pool.run(fn, *args, **kwargs)
-
     def map(
         self,
         fn: Callable[..., T],
@@ -195,23 +195,13 @@ class CpuExecutor(Executor):
         batches = super().map(process_chunk, itertools.repeat(fn), _chunks(chunksize, iterables), timeout=timeout)
         return itertools.chain.from_iterable(batches)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._pool.shutdown(wait, cancel_futures)
-
-    shutdown.__doc__ = Executor.shutdown.__doc__
-
-    @property
-    def max_workers(self) -> int:
-        return self._max_workers
-
     @property
     def isolation(self) -> str:
         """The mode this pool runs in (``"auto"`` resolved)."""
-        return self._pool.isolation
+        return str(self._pool.isolation)
 
-    def __repr__(self) -> str:
-        state = "shutdown" if self._pool.is_shutdown else f"active={self._pool.active}"
-        return f"<rustpool.CpuExecutor max_workers={self._max_workers} isolation={self.isolation!r} {state}>"
+    def _describe(self) -> str:
+        return f" isolation={self.isolation!r}"
 
 
 # The default pools behind to_thread and run_cpu, made on first use.
