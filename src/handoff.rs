@@ -56,7 +56,9 @@ impl Handoff {
                 if start.elapsed() >= window {
                     return false;
                 }
-                std::hint::spin_loop();
+                // Yield, not a pure spin: when the thread this waits for shares our core, it
+                // must get to run (a busy wait would starve it for the whole window).
+                std::thread::yield_now();
             }
         });
         if hit {

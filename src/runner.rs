@@ -42,7 +42,7 @@ struct State {
     runners: usize,
     /// Runners running a job right now.
     busy: usize,
-    /// Runners spinning for work (free, and awake).
+    /// Runners spinning for work right now (free, awake, without the GIL).
     spinning: usize,
     shutdown: bool,
 }
@@ -164,9 +164,14 @@ impl<S: Spawn> Scheduler<S> {
                         spun = true;
                         st.spinning += 1;
                         drop(st);
-                        py.detach(|| self.spin_for_work());
+                        py.detach(|| {
+                            self.spin_for_work();
+                            // No longer a spinner once the spin ends, even while this runner then
+                            // waits for the GIL: a submitter must not hand off to a thread that
+                            // is asleep on the GIL (it takes a wake-up to come back).
+                            self.state.lock().spinning -= 1;
+                        });
                         st = self.state.lock();
-                        st.spinning -= 1;
                         continue;
                     }
                     st.runners -= 1;
@@ -203,7 +208,7 @@ impl<S: Spawn> Scheduler<S> {
     fn spin_for_work(&self) {
         let start = Instant::now();
         while self.queued.load(Ordering::Acquire) == 0 && start.elapsed() < SPIN {
-            std::hint::spin_loop();
+            std::thread::yield_now(); // let a thread that shares this core run
         }
     }
 

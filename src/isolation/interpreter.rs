@@ -431,7 +431,7 @@ unsafe fn serve(
             {
                 let start = Instant::now();
                 while rx.is_empty() && start.elapsed() < SPIN {
-                    std::hint::spin_loop();
+                    std::thread::yield_now(); // let a thread that shares this core run
                 }
                 shared.spinning.store(0, Ordering::Release);
             }
