@@ -67,7 +67,7 @@ impl CpuPool {
                 } else {
                     None
                 };
-                Box::new(crate::isolation::interpreter::InterpreterIsolation::new(
+                Box::new(crate::isolation::interpreter::start(
                     py,
                     max_workers,
                     &thread_name_prefix,

@@ -4,6 +4,8 @@
 #[cfg(Py_3_13)]
 pub mod interpreter;
 pub mod thread;
+#[cfg_attr(not(Py_3_13), allow(dead_code))]
+pub mod workers;
 
 use crate::job::Job;
 use pyo3::exceptions::PyValueError;

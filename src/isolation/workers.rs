@@ -1,0 +1,244 @@
+//! What the isolated modes share: a pool of dedicated worker threads fed by one queue, each
+//! worker running calls somewhere else (a subinterpreter, a process) and settling them from the
+//! bytes that come back. Only bytes cross: the call as pickle protocol 5 (made here, on the main
+//! side, by `rustpool._crossing`), the reply as (status, bytes).
+
+use super::Isolation;
+use crate::handoff::Handoff;
+use crate::job::{panic_error, Job};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyBytes;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long an idle worker spins for the next call before it sleeps on the queue.
+pub const SPIN: Duration = Duration::from_micros(100);
+/// How long a submitter that found a spinning worker waits, without the GIL, for the call to be
+/// settled: a short call is then done with no thread wake-up on either side.
+pub const HANDOFF: Duration = Duration::from_micros(50);
+
+/// Reply statuses (as in `rustpool._crossing`), plus one for a panic in the worker's Rust code.
+pub const UNLOADABLE: i64 = 2;
+pub const PANICKED: i64 = 3;
+
+/// The most calls a worker claims at once from a long queue.
+pub const MAX_BATCH: usize = 16;
+
+static CROSSING: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+pub fn crossing(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    CROSSING
+        .get_or_try_init(py, || py.import("rustpool._crossing").map(Bound::unbind))
+        .map(|m| m.bind(py))
+}
+
+pub struct Task {
+    /// The pickled call; None for the panic test probe.
+    pub payload: Option<Vec<u8>>,
+    pub job: Job,
+}
+
+pub struct Shared {
+    pub fallback: Option<Box<dyn Isolation>>,
+    /// Workers spinning for work (at most one), and calls settled so far: a submitter that finds
+    /// a spinner hands it the main GIL for a moment, as the thread pools do (`runner.rs`).
+    pub spinning: AtomicUsize,
+    pub settled: AtomicUsize,
+    pub handoff: Handoff,
+    /// (module, qualname) of functions that could not be loaded in a subinterpreter: under
+    /// "auto" they go straight to the fallback from then on.
+    pub refused: Mutex<HashSet<(String, String)>>,
+}
+
+pub struct WorkerPool {
+    tx: Mutex<Option<Sender<Task>>>,
+    rx: Receiver<Task>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    workers: usize,
+}
+
+fn func_key(py: Python<'_>, func: &Py<PyAny>) -> Option<(String, String)> {
+    let f = func.bind(py);
+    let module = f.getattr("__module__").ok()?.extract::<String>().ok()?;
+    let name = f.getattr("__qualname__").ok()?.extract::<String>().ok()?;
+    Some((module, name))
+}
+
+impl Isolation for WorkerPool {
+    fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()> {
+        let payload = match job.call() {
+            None => None,
+            Some(call) => {
+                if let Some(fallback) = &self.shared.fallback {
+                    if let Some(key) = func_key(py, &call.func) {
+                        if self.shared.refused.lock().contains(&key) {
+                            return fallback.submit(py, job);
+                        }
+                    }
+                }
+                let kwargs = call.kwargs.as_ref().map(|k| k.clone_ref(py).into_any());
+                let encoded = crossing(py).and_then(|c| {
+                    c.getattr("dumps_call")?.call1((
+                        call.func.clone_ref(py),
+                        call.args.clone_ref(py),
+                        kwargs,
+                    ))
+                });
+                match (encoded, &self.shared.fallback) {
+                    (Ok(bytes), _) => Some(bytes.cast_into::<PyBytes>()?.as_bytes().to_vec()),
+                    // "auto": a call that cannot cross runs in the next mode instead.
+                    (Err(_), Some(fallback)) => return fallback.submit(py, job),
+                    (Err(e), None) => return Err(e),
+                }
+            }
+        };
+        let handoff = self.shared.spinning.load(Ordering::Acquire) > 0
+            && self.rx.is_empty()
+            && self.shared.handoff.should_try();
+        let before = self.shared.settled.load(Ordering::Acquire);
+        {
+            let tx = self.tx.lock();
+            let refused = || PyRuntimeError::new_err("cannot schedule new futures after shutdown");
+            let Some(tx) = tx.as_ref() else {
+                return Err(refused());
+            };
+            tx.send(Task { payload, job }).map_err(|_| refused())?;
+        }
+        if handoff {
+            self.shared.handoff.wait(py, HANDOFF, || {
+                self.shared.settled.load(Ordering::Acquire) != before
+            });
+        }
+        Ok(())
+    }
+
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
+        let tx = self.tx.lock().take();
+        if cancel_futures {
+            while let Ok(task) = self.rx.try_recv() {
+                task.job.cancel(py);
+            }
+        }
+        // Workers finish what is queued, then end (their subinterpreters or processes) and exit.
+        drop(tx);
+        if wait {
+            let threads = std::mem::take(&mut *self.threads.lock());
+            py.detach(|| {
+                for t in threads {
+                    let _ = t.join();
+                }
+            });
+        }
+        // After the workers: they may still hand calls that refused to load to the fallback.
+        if let Some(fallback) = &self.shared.fallback {
+            fallback.shutdown(py, wait, cancel_futures);
+        }
+    }
+
+    fn is_shutdown(&self) -> bool {
+        self.tx.lock().is_none()
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        let alive = self
+            .threads
+            .lock()
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count();
+        (alive.min(self.workers), self.rx.len())
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        // Dropped without shutdown: let the workers finish the queue and end by themselves (the
+        // exit hook still waits for subinterpreters). Never join here: the drop may hold the GIL.
+        self.tx.lock().take();
+    }
+}
+
+/// Settle a call's future from its reply (main GIL held).
+pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: Vec<u8>) {
+    let Task { job, .. } = task;
+    if status == PANICKED {
+        let msg = String::from_utf8_lossy(&data).into_owned();
+        job.finish(py, Err(panic_error(Box::new(msg))));
+        return;
+    }
+    let func = job.call().map(|c| c.func.clone_ref(py));
+    if status == UNLOADABLE {
+        if let (Some(fallback), Some(func)) = (&shared.fallback, &func) {
+            if let Some(key) = func_key(py, func) {
+                shared.refused.lock().insert(key);
+            }
+            // Already claimed: the fallback runs it without claiming again (and settles it with
+            // the error if it cannot take it any more).
+            let _ = fallback.submit(py, job);
+            return;
+        }
+    }
+    let decoded = crossing(py).and_then(|c| {
+        c.getattr("decode")?
+            .call1((status, PyBytes::new(py, &data), func))?
+            .extract::<(bool, Py<PyAny>)>()
+    });
+    let result = match decoded {
+        Ok((false, value)) => Ok(value),
+        Ok((true, exc)) => Err(PyErr::from_value(exc.into_bound(py))),
+        Err(e) => Err(e),
+    };
+    job.finish(py, result);
+}
+
+impl WorkerPool {
+    /// A pool whose `workers` threads each run `body(index, queue, shared)`. When a thread cannot
+    /// be started, `unstarted(n)` is told how many never ran their body, and the error raised.
+    pub fn start(
+        workers: usize,
+        name_prefix: &str,
+        fallback: Option<Box<dyn Isolation>>,
+        body: impl Fn(usize, Receiver<Task>, Arc<Shared>) + Send + Sync + Clone + 'static,
+        unstarted: impl FnOnce(usize),
+    ) -> PyResult<Self> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Task>();
+        let shared = Arc::new(Shared {
+            fallback,
+            spinning: AtomicUsize::new(0),
+            settled: AtomicUsize::new(0),
+            handoff: Handoff::default(),
+            refused: Mutex::new(HashSet::new()),
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let (rx, shared, body) = (rx.clone(), shared.clone(), body.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name_prefix}_{i}"))
+                .spawn(move || body(i, rx, shared));
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    unstarted(workers - i);
+                    return Err(PyRuntimeError::new_err(format!(
+                        "could not start a worker thread: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(WorkerPool {
+            tx: Mutex::new(Some(tx)),
+            rx,
+            threads: Mutex::new(threads),
+            shared,
+            workers,
+        })
+    }
+}
