@@ -74,6 +74,12 @@ impl CpuPool {
                     fallback,
                 )?)
             }
+            "process" => Box::new(crate::isolation::process::start(
+                py,
+                max_workers,
+                &thread_name_prefix,
+                setup.initializer.is_some(),
+            )?),
             other => unreachable!("isolation::resolve returned {other:?}"),
         };
         Ok(CpuPool {

@@ -104,9 +104,10 @@ def test_cpu_executor_default_isolation_is_auto(cpu_executor: Any) -> None:
         ex.shutdown()
 
 
-def test_cpu_executor_isolation_process_not_available_yet_raises() -> None:
-    with pytest.raises(ValueError, match="process"):
-        rustpool.CpuExecutor(isolation="process")
+def test_cpu_executor_isolation_process(cpu_executor: Any) -> None:
+    ex = cpu_executor(1, isolation="process")
+    assert ex.isolation == "process"
+    assert ex.submit(add, 1, 2).result(WAIT) == 3
 
 
 @pytest.mark.skipif(HAS_INTERPRETERS, reason="3.13+ has isolation='interpreter' (tests/test_interpreter.py)")
@@ -877,9 +878,8 @@ def test_configure_refuses_non_finite_keep_alive(restore_defaults: None, keep_al
     assert asyncio.run(rustpool.to_thread(add, 1, 2)) == 3
 
 
-@pytest.mark.parametrize(
-    "isolation", ["process"] + ([] if HAS_INTERPRETERS else ["interpreter"])
-)
+@pytest.mark.skipif(HAS_INTERPRETERS, reason="every isolation mode exists on 3.13+")
+@pytest.mark.parametrize("isolation", ["interpreter"])
 def test_configure_refuses_isolation_not_available_yet(restore_defaults: None, isolation: str) -> None:
     """CpuExecutor refuses these modes in this release; configure must refuse them up front, not
     accept them (shutting the working CPU pool down) and make every later run_cpu fail."""

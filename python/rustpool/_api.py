@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from . import _rustpool
 from ._crossing import RemoteTraceback, WorkerUnsupported, process_chunk
+from ._errors import WorkerCrashed
 from ._rustpool import BlockingPool, CpuPool
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_THREADS",
     "CpuExecutor",
     "RemoteTraceback",
+    "WorkerCrashed",
     "WorkerUnsupported",
     "ThreadExecutor",
     "__version__",

@@ -15,7 +15,7 @@ import pickle
 import sys
 from typing import Any, Callable
 
-OK, RAISED, UNLOADABLE = 0, 1, 2
+OK, RAISED, UNLOADABLE, CRASHED = 0, 1, 2, 4
 
 
 class RemoteTraceback(Exception):
@@ -81,6 +81,10 @@ def decode(status: int, data: bytes, fn: object = None) -> tuple[bool, Any]:
             return False, pickle.loads(data)
         except Exception as e:
             return True, e
+    if status == CRASHED:
+        from ._errors import WorkerCrashed  # main side only: it imports multiprocessing
+
+        return True, WorkerCrashed(f"{data.decode('utf-8', 'replace')}, while running {_describe(fn)}")
     if status == RAISED:
         try:
             exc, tb = pickle.loads(data)
@@ -191,3 +195,47 @@ def _run(payload):
         sub = TypeError(f"the result of {name} could not be pickled: {pe}")
         return 1, pickle.dumps((sub, "".join(traceback.format_exception(pe))), 5)
 '''
+
+
+# Appended to WORKER_SOURCE in a worker process: calls come as length-prefixed frames on fd
+# `rfd`, replies go out on fd `wfd` as (length, status, bytes); the first frame is the pickled
+# arguments of `_setup`. EOF on `rfd` (the pool shut down, or the parent died) ends the process.
+PROCESS_SOURCE = r'''
+import struct
+
+def _serve(rfd, wfd):
+    r = os.fdopen(rfd, "rb", buffering=0)
+    w = os.fdopen(wfd, "wb", buffering=0)
+
+    def read_exact(n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = r.read(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    def frame():
+        head = read_exact(4)
+        if head is None:
+            return None
+        return read_exact(struct.unpack("<I", head)[0])
+
+    boot = frame()
+    if boot is None:
+        return
+    _setup(*pickle.loads(boot))
+    while True:
+        payload = frame()
+        if payload is None:
+            return
+        status, data = _run(payload)
+        w.write(struct.pack("<IB", len(data), status) + data)
+'''
+
+
+def process_boot() -> tuple[str, bytes]:
+    """(the program a worker process runs, its first frame)."""
+    main_name, main_path = main_info()
+    return WORKER_SOURCE + PROCESS_SOURCE + "\n_serve(3, 4)\n", pickle.dumps((list(sys.path), main_name, main_path), 5)

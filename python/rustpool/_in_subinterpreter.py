@@ -14,6 +14,7 @@ __all__ = [
     "CpuExecutor",
     "RemoteTraceback",
     "ThreadExecutor",
+    "WorkerCrashed",
     "WorkerUnsupported",
     "__version__",
     "configure",
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 from ._version import __version__
+
+
+class WorkerCrashed(Exception):
+    """Stands in for rustpool.WorkerCrashed here (the real one needs multiprocessing)."""
 
 
 def _unavailable(*_: Any, **__: Any) -> NoReturn:

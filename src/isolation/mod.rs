@@ -1,10 +1,10 @@
 //! Isolation modes of the CPU pool. Each mode is one `Isolation`: it takes jobs and runs them
-//! where its mode says (threads of this interpreter now; subinterpreters and processes later).
+//! where its mode says: threads of this interpreter, subinterpreters (3.13+), or processes.
 
 #[cfg(Py_3_13)]
 pub mod interpreter;
+pub mod process;
 pub mod thread;
-#[cfg_attr(not(Py_3_13), allow(dead_code))]
 pub mod workers;
 
 use crate::job::Job;
@@ -35,9 +35,7 @@ pub fn resolve(name: &str) -> PyResult<&'static str> {
         "interpreter" => Err(PyValueError::new_err(
             "isolation=\"interpreter\" needs CPython 3.13+ (3.12's own-GIL subinterpreters crash the process at exit); use \"thread\" or \"auto\"",
         )),
-        "process" => Err(PyValueError::new_err(
-            "isolation=\"process\" is not available in this rustpool build yet; use \"thread\", \"interpreter\" (3.13+) or \"auto\"",
-        )),
+        "process" => Ok("process"),
         other => Err(PyValueError::new_err(format!(
             "isolation must be one of {MODES:?}, not {other:?}"
         ))),
@@ -69,6 +67,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("isolation must be one of"));
-        assert!(resolve("process").is_err());
+        assert!(resolve("interpreter").is_ok() == cfg!(Py_3_13));
     }
 }

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long an idle worker spins for the next call before it sleeps on the queue.
+#[cfg_attr(not(Py_3_13), allow(dead_code))]
 pub const SPIN: Duration = Duration::from_micros(100);
 /// How long a submitter that found a spinning worker waits, without the GIL, for the call to be
 /// settled: a short call is then done with no thread wake-up on either side.
@@ -29,6 +30,7 @@ pub const UNLOADABLE: i64 = 2;
 pub const PANICKED: i64 = 3;
 
 /// The most calls a worker claims at once from a long queue.
+#[cfg_attr(not(Py_3_13), allow(dead_code))]
 pub const MAX_BATCH: usize = 16;
 
 static CROSSING: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
