@@ -231,7 +231,7 @@ unsafe fn serve(
                     // Mostly a pure spin (a yield costs a syscall per look), with a yield now and
                     // then so that a thread sharing this core still gets to run.
                     n = n.wrapping_add(1);
-                    if n % 64 == 0 {
+                    if n.is_multiple_of(64) {
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();
