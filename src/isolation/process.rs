@@ -7,9 +7,10 @@
 //! and EOF on fd 3 ends it too). A child that dies while it runs a call fails that call only, with
 //! `rustpool.WorkerCrashed` naming the exit code or signal; the next call starts a new child.
 
-use super::workers::{crossing, deliver, Shared, Task, WorkerPool, PANICKED};
+use super::workers::{crossing, deliver, Shared, Task, WorkerPool, MAX_BATCH, PANICKED};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -80,8 +81,7 @@ impl Child {
         self.calls.write_all(payload)
     }
 
-    fn call(&mut self, payload: &[u8]) -> io::Result<(i64, Vec<u8>)> {
-        self.send(payload)?;
+    fn receive(&mut self) -> io::Result<(i64, Vec<u8>)> {
         let mut head = [0u8; 5];
         self.replies.read_exact(&mut head)?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
@@ -155,47 +155,111 @@ pub fn start(
         workers,
         name_prefix,
         None,
-        move |_, rx, shared| serve(&boot, &rx, &shared),
+        move |_, rx, shared| serve(&boot, &rx, &shared, workers),
         |_| {},
     )
 }
 
-fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared) {
+/// Calls written to a child before its replies are read, at most this many bytes (more could
+/// fill both pipes at once and deadlock).
+const PIPELINE_BYTES: usize = 32 * 1024;
+
+/// Take calls until the pool is shut down and the queue is empty. As the subinterpreter workers
+/// do, one attach to the main interpreter settles what finished and claims the next calls (a
+/// small share of a long queue); the claimed calls go to the child back to back.
+fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, workers: usize) {
     let mut child = Child::spawn(boot).ok();
-    while let Ok(mut task) = rx.recv() {
-        if !Python::attach(|py| task.job.claim(py)) {
-            Python::attach(|_| drop(task));
-            continue;
-        }
-        let (status, data) = match &task.payload {
-            None => (
-                PANICKED,
-                b"rustpool test panic inside a process worker".to_vec(),
-            ),
-            Some(payload) => {
-                let running = match child.take() {
-                    Some(c) => Ok(c),
-                    None => Child::spawn(boot),
-                };
-                match running {
-                    Err(e) => (
-                        CRASHED,
-                        format!("could not start a worker process ({e})").into_bytes(),
-                    ),
-                    Ok(mut c) => match c.call(payload) {
-                        Ok(reply) => {
-                            child = Some(c);
-                            reply
-                        }
-                        Err(_) => (CRASHED, c.death().into_bytes()),
-                    },
-                }
+    let mut done: Vec<(Task, i64, Vec<u8>)> = Vec::new();
+    let mut next: Vec<Task> = Vec::new();
+    loop {
+        if done.is_empty() {
+            match rx.recv() {
+                Ok(t) => next.push(t),
+                Err(_) => break,
             }
-        };
-        Python::attach(|py| deliver(py, shared, task, status, data));
-        shared.settled.fetch_add(1, Ordering::Release);
+        }
+        let share = (rx.len() / (2 * workers)).min(MAX_BATCH - 1);
+        let want = if next.is_empty() { share.max(1) } else { share };
+        for _ in 0..want {
+            match rx.try_recv() {
+                Ok(t) => next.push(t),
+                Err(_) => break,
+            }
+        }
+        let mut claimed: VecDeque<Task> = Python::attach(|py| {
+            for (task, status, data) in done.drain(..) {
+                deliver(py, shared, task, status, data);
+                shared.settled.fetch_add(1, Ordering::Release);
+            }
+            next.drain(..)
+                .filter_map(|mut task| task.job.claim(py).then_some(task))
+                .collect()
+        });
+        while !claimed.is_empty() {
+            run_some(boot, &mut child, &mut claimed, &mut done);
+        }
     }
     if let Some(c) = child {
         c.close();
     }
+}
+
+/// Send the first calls of `claimed` (within `PIPELINE_BYTES`) to the child and collect their
+/// replies. If the child dies, the call it was running fails with `CRASHED`; the calls sent after
+/// it never started and go back to the front of `claimed`, for a new child.
+fn run_some(
+    boot: &Boot,
+    child: &mut Option<Child>,
+    claimed: &mut VecDeque<Task>,
+    done: &mut Vec<(Task, i64, Vec<u8>)>,
+) {
+    let Some(task) = claimed.front() else { return };
+    if task.payload.is_none() {
+        let task = claimed.pop_front().expect("front exists");
+        let msg = b"rustpool test panic inside a process worker".to_vec();
+        done.push((task, PANICKED, msg));
+        return;
+    }
+    let mut c = match child.take() {
+        Some(c) => c,
+        None => match Child::spawn(boot) {
+            Ok(c) => c,
+            Err(e) => {
+                let task = claimed.pop_front().expect("front exists");
+                let msg = format!("could not start a worker process ({e})").into_bytes();
+                done.push((task, CRASHED, msg));
+                return;
+            }
+        },
+    };
+    let mut sent = 0;
+    let mut bytes = 0;
+    for task in claimed.iter() {
+        let Some(payload) = &task.payload else { break };
+        if sent > 0 && bytes + payload.len() > PIPELINE_BYTES {
+            break;
+        }
+        if c.send(payload).is_err() {
+            break;
+        }
+        sent += 1;
+        bytes += payload.len();
+    }
+    for i in 0..sent.max(1) {
+        let reply = if i < sent {
+            c.receive()
+        } else {
+            Err(io::ErrorKind::BrokenPipe.into())
+        };
+        let task = claimed.pop_front().expect("sent calls are queued");
+        match reply {
+            Ok((status, data)) => done.push((task, status, data)),
+            Err(_) => {
+                // The child died running this call; the ones sent after it never started.
+                done.push((task, CRASHED, c.death().into_bytes()));
+                return;
+            }
+        }
+    }
+    *child = Some(c);
 }

@@ -30,7 +30,6 @@ pub const UNLOADABLE: i64 = 2;
 pub const PANICKED: i64 = 3;
 
 /// The most calls a worker claims at once from a long queue.
-#[cfg_attr(not(Py_3_13), allow(dead_code))]
 pub const MAX_BATCH: usize = 16;
 
 static CROSSING: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
