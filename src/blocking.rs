@@ -4,7 +4,7 @@
 //! tokio owns them, the shared scheduler (`runner.rs`) decides how many runners they carry.
 
 use crate::attach::{self, ThreadSetup};
-use crate::job::{concurrent_job, loop_job};
+use crate::job::{concurrent_job, run_on_loop};
 use crate::runner::{Scheduler, Spawn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -109,14 +109,9 @@ impl BlockingPool {
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (job, fut, completer) = loop_job(py, func, args, kwargs, true)?;
-        let claimed = completer.claim_wake();
-        let queued = self.sched.submit(py, job);
-        if claimed {
-            completer.drain_soon(py)?;
-        }
-        queued?;
-        Ok(fut)
+        run_on_loop(py, func, args, kwargs, true, |job| {
+            self.sched.submit(py, job)
+        })
     }
 
     /// Run `func(*args, **kwargs)` and settle the given `concurrent.futures.Future`.

@@ -3,7 +3,7 @@
 
 use crate::attach::ThreadSetup;
 use crate::isolation::{self, thread::ThreadIsolation, Isolation};
-use crate::job::{concurrent_job, loop_job};
+use crate::job::{concurrent_job, run_on_loop};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -98,14 +98,9 @@ impl CpuPool {
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (job, fut, completer) = loop_job(py, func, args, kwargs, false)?;
-        let claimed = completer.claim_wake();
-        let queued = self.backend.submit(py, job);
-        if claimed {
-            completer.drain_soon(py)?;
-        }
-        queued?;
-        Ok(fut)
+        run_on_loop(py, func, args, kwargs, false, |job| {
+            self.backend.submit(py, job)
+        })
     }
 
     /// Run `func(*args, **kwargs)` and settle the given `concurrent.futures.Future`.

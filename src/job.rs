@@ -165,26 +165,46 @@ impl Job {
     }
 }
 
-pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
-    let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+/// The text of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "panic with a non-string payload".to_string()
-    };
-    PanicException::new_err(msg)
+    }
 }
 
-/// Build the job for an awaitable call on the running loop; returns it with its future and the
-/// loop's completer.
-pub fn loop_job<'py>(
+pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
+    PanicException::new_err(panic_message(payload.as_ref()))
+}
+
+fn call_work(
+    func: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    kwargs: Option<Bound<'_, PyDict>>,
+    ctx: Option<Py<PyAny>>,
+) -> Work {
+    Work::Call(Call {
+        func: func.unbind(),
+        args: args.unbind(),
+        kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
+        ctx,
+    })
+}
+
+/// An awaitable call on the running loop: build its job, hand it to `submit`, return its
+/// asyncio future. The caller takes over the loop's wake-up for the time of the submission (see
+/// `Completer::claim_wake`), so a call finished during a hand-off is settled without one.
+pub fn run_on_loop<'py>(
     py: Python<'py>,
     func: Bound<'py, PyAny>,
     args: Bound<'py, PyTuple>,
     kwargs: Option<Bound<'py, PyDict>>,
     carry_context: bool,
-) -> PyResult<(Job, Bound<'py, PyAny>, Arc<Completer>)> {
+    submit: impl FnOnce(Job) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyAny>> {
     let completer = crate::bridge::current_completer(py)?;
     let fut = completer.create_future(py)?;
     let ctx = if carry_context {
@@ -193,18 +213,19 @@ pub fn loop_job<'py>(
         None
     };
     let job = Job::new(
-        Work::Call(Call {
-            func: func.unbind(),
-            args: args.unbind(),
-            kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
-            ctx,
-        }),
+        call_work(func, args, kwargs, ctx),
         Target::Loop {
             completer: completer.clone(),
             fut: fut.clone().unbind(),
         },
     );
-    Ok((job, fut, completer))
+    let claimed = completer.claim_wake();
+    let queued = submit(job);
+    if claimed {
+        completer.drain_soon(py)?;
+    }
+    queued?;
+    Ok(fut)
 }
 
 /// Build the job for `Executor.submit`: the caller made the `concurrent.futures.Future`.
@@ -215,12 +236,7 @@ pub fn concurrent_job(
     kwargs: Option<Bound<'_, PyDict>>,
 ) -> Job {
     Job::new(
-        Work::Call(Call {
-            func: func.unbind(),
-            args: args.unbind(),
-            kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
-            ctx: None,
-        }),
+        call_work(func, args, kwargs, None),
         Target::Concurrent {
             fut: future.unbind(),
         },
