@@ -13,10 +13,12 @@
 //! exit hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, deliver, Shared, Task, WorkerPool, MAX_BATCH, PANICKED, SPIN, UNLOADABLE,
+    crossing, settle_and_claim, take_calls, Done, Shared, Task, WorkerPool, PANICKED, SPIN,
+    UNLOADABLE,
 };
 use super::Isolation;
-use crossbeam_channel::{Receiver, TryRecvError};
+use crate::job::panic_message;
+use crossbeam_channel::Receiver;
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;
@@ -214,8 +216,7 @@ unsafe fn serve(
     mut sub_ts: *mut ffi::PyThreadState,
     run: *mut ffi::PyObject,
 ) {
-    let mut done: Vec<(Task, i64, Vec<u8>)> = Vec::new();
-    let mut next: Vec<Task> = Vec::new();
+    let mut done: Done = Vec::new();
     loop {
         if done.is_empty() {
             // Spin a little first (one spinner at a time): a call that comes right away is taken
@@ -239,28 +240,12 @@ unsafe fn serve(
                 }
                 shared.spinning.store(0, Ordering::Release);
             }
-            match rx.recv() {
-                Ok(t) => next.push(t),
-                Err(_) => return,
-            }
         }
-        let share = (rx.len() / (2 * workers)).min(MAX_BATCH - 1);
-        let want = if next.is_empty() { share.max(1) } else { share };
-        for _ in 0..want {
-            match rx.try_recv() {
-                Ok(t) => next.push(t),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
-        let claimed: Vec<Task> = with_main(main_ts, |py| {
-            for (task, status, data) in done.drain(..) {
-                deliver(py, shared, task, status, data);
-                shared.settled.fetch_add(1, Ordering::Release);
-            }
-            next.drain(..)
-                .filter_map(|mut task| task.job.claim(py).then_some(task))
-                .collect()
-        });
+        let Some(next) = take_calls(rx, workers, done.is_empty()) else {
+            return;
+        };
+        let claimed: Vec<Task> =
+            with_main(main_ts, |py| settle_and_claim(py, shared, &mut done, next));
         if claimed.is_empty() {
             continue;
         }
@@ -270,14 +255,8 @@ unsafe fn serve(
                 Some(payload) => call_run(run, payload),
                 None => panic!("rustpool test panic inside an interpreter worker"),
             }));
-            let (status, data) = reply.unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".into());
-                (PANICKED, msg.into_bytes())
-            });
+            let (status, data) =
+                reply.unwrap_or_else(|p| (PANICKED, panic_message(p.as_ref()).into_bytes()));
             done.push((task, status, data));
         }
         sub_ts = ffi::PyEval_SaveThread();

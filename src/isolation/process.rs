@@ -7,7 +7,9 @@
 //! and EOF on fd 3 ends it too). A child that dies while it runs a call fails that call only, with
 //! `rustpool.WorkerCrashed` naming the exit code or signal; the next call starts a new child.
 
-use super::workers::{crossing, deliver, Shared, Task, WorkerPool, MAX_BATCH, PANICKED};
+use super::workers::{
+    crossing, settle_and_claim, take_calls, Done, Shared, Task, WorkerPool, PANICKED,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::collections::VecDeque;
@@ -15,7 +17,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Reply status for a call whose worker process died (as in `rustpool._crossing`).
@@ -169,32 +170,10 @@ const PIPELINE_BYTES: usize = 32 * 1024;
 /// small share of a long queue); the claimed calls go to the child back to back.
 fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, workers: usize) {
     let mut child = Child::spawn(boot).ok();
-    let mut done: Vec<(Task, i64, Vec<u8>)> = Vec::new();
-    let mut next: Vec<Task> = Vec::new();
-    loop {
-        if done.is_empty() {
-            match rx.recv() {
-                Ok(t) => next.push(t),
-                Err(_) => break,
-            }
-        }
-        let share = (rx.len() / (2 * workers)).min(MAX_BATCH - 1);
-        let want = if next.is_empty() { share.max(1) } else { share };
-        for _ in 0..want {
-            match rx.try_recv() {
-                Ok(t) => next.push(t),
-                Err(_) => break,
-            }
-        }
-        let mut claimed: VecDeque<Task> = Python::attach(|py| {
-            for (task, status, data) in done.drain(..) {
-                deliver(py, shared, task, status, data);
-                shared.settled.fetch_add(1, Ordering::Release);
-            }
-            next.drain(..)
-                .filter_map(|mut task| task.job.claim(py).then_some(task))
-                .collect()
-        });
+    let mut done: Done = Vec::new();
+    while let Some(next) = take_calls(rx, workers, done.is_empty()) {
+        let mut claimed: VecDeque<Task> =
+            Python::attach(|py| settle_and_claim(py, shared, &mut done, next));
         while !claimed.is_empty() {
             run_some(boot, &mut child, &mut claimed, &mut done);
         }
@@ -207,12 +186,7 @@ fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, w
 /// Send the first calls of `claimed` (within `PIPELINE_BYTES`) to the child and collect their
 /// replies. If the child dies, the call it was running fails with `CRASHED`; the calls sent after
 /// it never started and go back to the front of `claimed`, for a new child.
-fn run_some(
-    boot: &Boot,
-    child: &mut Option<Child>,
-    claimed: &mut VecDeque<Task>,
-    done: &mut Vec<(Task, i64, Vec<u8>)>,
-) {
+fn run_some(boot: &Boot, child: &mut Option<Child>, claimed: &mut VecDeque<Task>, done: &mut Done) {
     let Some(task) = claimed.front() else { return };
     if task.payload.is_none() {
         let task = claimed.pop_front().expect("front exists");

@@ -243,3 +243,37 @@ impl WorkerPool {
         })
     }
 }
+
+/// Calls a worker ran, with their replies, waiting to be settled.
+pub type Done = Vec<(Task, i64, Vec<u8>)>;
+
+/// The next calls for a worker: when it has nothing to settle (`wait`) it first waits for one;
+/// then it adds a share of a long queue, small enough that the other workers still get theirs.
+/// None once the pool is shut down and its queue is empty.
+pub fn take_calls(rx: &Receiver<Task>, workers: usize, wait: bool) -> Option<Vec<Task>> {
+    let mut next = Vec::new();
+    if wait {
+        next.push(rx.recv().ok()?);
+    }
+    let share = (rx.len() / (2 * workers)).min(MAX_BATCH - 1);
+    let want = if next.is_empty() { share.max(1) } else { share };
+    next.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(want));
+    Some(next)
+}
+
+/// With the main GIL: settle every finished call and claim the next ones (a call cancelled
+/// before it starts is dropped, never run).
+pub fn settle_and_claim<C: FromIterator<Task>>(
+    py: Python<'_>,
+    shared: &Shared,
+    done: &mut Done,
+    next: Vec<Task>,
+) -> C {
+    for (task, status, data) in done.drain(..) {
+        deliver(py, shared, task, status, data);
+        shared.settled.fetch_add(1, Ordering::Release);
+    }
+    next.into_iter()
+        .filter_map(|mut task| task.job.claim(py).then_some(task))
+        .collect()
+}
