@@ -40,6 +40,15 @@ pub struct ThreadSetup {
 
 /// Called first thing in a new pool thread.
 pub fn thread_started(setup: &ThreadSetup) {
+    started(Some(setup));
+}
+
+/// Called first thing in a pool thread that runs no initializer (it still gets its name).
+pub fn thread_started_plain() {
+    started(None);
+}
+
+fn started(setup: Option<&ThreadSetup>) {
     if exiting() {
         return;
     }
@@ -51,7 +60,7 @@ pub fn thread_started(setup: &ThreadSetup) {
         {
             let py = Python::assume_attached();
             name_python_thread(py);
-            if let Some(init) = &setup.initializer {
+            if let Some((init, setup)) = setup.and_then(|s| Some((s.initializer.as_ref()?, s))) {
                 if let Err(err) = init.bind(py).call1(setup.initargs.bind(py)) {
                     log_initializer_failure(py, err);
                     let _ = setup.broken.set(setup.broken_message.to_string());

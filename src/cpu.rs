@@ -2,28 +2,69 @@
 //! where the Python code runs (see `isolation/`).
 
 use crate::attach::ThreadSetup;
-use crate::isolation::{self, thread::ThreadIsolation, Isolation};
-use crate::job::{concurrent_job, run_on_loop};
+use crate::isolation::{self, lazy::Lazy, process, thread::ThreadIsolation, Isolation};
+use crate::job::{concurrent_job, run_on_loop, CancelWatch, Job};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 #[pyclass(module = "rustpool._rustpool", frozen)]
 pub struct CpuPool {
     backend: Box<dyn Isolation>,
     isolation: &'static str,
     max_workers: usize,
+    /// Whether calls may have a timeout (they run in processes).
+    timeouts: bool,
+    /// Cancelling an awaited call that runs kills its worker process.
+    kill_on_cancel: bool,
 }
 
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Options that only a process can honour: "auto" picks processes when one is given.
+struct ProcessOnly {
+    max_tasks_per_child: Option<usize>,
+    max_memory_per_child: Option<u64>,
+    kill_on_cancel: bool,
+}
+
+impl ProcessOnly {
+    fn first_given(&self) -> Option<&'static str> {
+        if self.max_tasks_per_child.is_some() {
+            Some("max_tasks_per_child")
+        } else if self.max_memory_per_child.is_some() {
+            Some("max_memory_per_child")
+        } else if self.kill_on_cancel {
+            Some("kill_on_cancel")
+        } else {
+            None
+        }
+    }
+}
+
+fn thread_setup(
+    py: Python<'_>,
+    initializer: &Option<Py<PyAny>>,
+    initargs: &Py<PyTuple>,
+    broken: &Arc<OnceLock<String>>,
+) -> ThreadSetup {
+    ThreadSetup {
+        initializer: initializer.as_ref().map(|i| i.clone_ref(py)),
+        initargs: initargs.clone_ref(py),
+        broken: broken.clone(),
+        broken_message: "A CpuExecutor initializer failed, the pool is not usable anymore",
+    }
+}
+
 #[pymethods]
 impl CpuPool {
     #[new]
-    #[pyo3(signature = (max_workers=None, isolation="thread", thread_name_prefix="rustpool-cpu".to_string(), initializer=None, initargs=None))]
+    #[pyo3(signature = (max_workers=None, isolation="thread", thread_name_prefix="rustpool-cpu".to_string(), initializer=None, initargs=None, max_tasks_per_child=None, max_memory_per_child=None, kill_on_cancel=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         max_workers: Option<usize>,
@@ -31,39 +72,104 @@ impl CpuPool {
         thread_name_prefix: String,
         initializer: Option<Py<PyAny>>,
         initargs: Option<Py<PyTuple>>,
+        max_tasks_per_child: Option<usize>,
+        max_memory_per_child: Option<u64>,
+        kill_on_cancel: bool,
     ) -> PyResult<Self> {
         let max_workers = max_workers.unwrap_or_else(default_workers);
         if max_workers == 0 {
             return Err(PyValueError::new_err("max_workers must be greater than 0"));
         }
-        let mut mode = isolation::resolve(isolation)?;
-        if isolation == "auto" && initializer.is_some() {
-            // An initializer runs in each worker thread of this interpreter: "auto" keeps threads.
-            mode = "thread";
+        if max_tasks_per_child == Some(0) {
+            return Err(PyValueError::new_err("max_tasks_per_child must be >= 1"));
         }
-        let setup = ThreadSetup {
-            initializer,
-            initargs: initargs.unwrap_or_else(|| PyTuple::empty(py).unbind()),
-            broken: Arc::new(OnceLock::new()),
-            broken_message: "A CpuExecutor initializer failed, the pool is not usable anymore",
+        if max_memory_per_child == Some(0) {
+            return Err(PyValueError::new_err("max_memory_per_child must be > 0 bytes"));
+        }
+        let only = ProcessOnly {
+            max_tasks_per_child,
+            max_memory_per_child,
+            kill_on_cancel,
         };
-        let threads = |prefix: String, setup| -> PyResult<Box<dyn Isolation>> {
-            Ok(Box::new(ThreadIsolation::new(max_workers, prefix, setup)?))
+        let auto = isolation == "auto";
+        let mut mode = isolation::resolve(isolation)?;
+        let initargs = initargs.unwrap_or_else(|| PyTuple::empty(py).unbind());
+        // The initializer crosses to each worker process as pickle bytes.
+        let mut pickled_init = None;
+        if let Some(init) = &initializer {
+            if auto || mode == "process" {
+                let dumped = crate::isolation::workers::crossing(py)?
+                    .getattr("dumps_call")?
+                    .call1((init.clone_ref(py), initargs.clone_ref(py), py.None()));
+                match dumped {
+                    Ok(b) => pickled_init = Some(b.extract::<Vec<u8>>()?),
+                    // "auto" with an initializer that cannot cross: it runs in threads here.
+                    Err(_) if auto => mode = "thread",
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if auto && mode != "thread" && (pickled_init.is_some() || only.first_given().is_some()) {
+            // Subinterpreters have no initializer, recycling or kill: processes have.
+            mode = "process";
+        }
+        if mode != "process" {
+            if let Some(option) = only.first_given() {
+                return Err(PyValueError::new_err(format!(
+                    "{option} needs isolation=\"process\" (or \"auto\"), not {isolation:?}"
+                )));
+            }
+        }
+        let broken = Arc::new(OnceLock::new());
+        let init = Arc::new((
+            initializer.as_ref().map(|i| i.clone_ref(py)),
+            initargs.clone_ref(py),
+            broken.clone(),
+        ));
+        let fallback_prefix = format!("{thread_name_prefix}-fallback");
+        // "auto" falls back to threads for calls that cannot be pickled.
+        let thread_fallback = move |prefix: String| -> Box<dyn Isolation> {
+            let init = init.clone();
+            Box::new(Lazy::new(move |py| {
+                let setup = thread_setup(py, &init.0, &init.1, &init.2);
+                Ok(Box::new(ThreadIsolation::new(max_workers, prefix.clone(), setup)?))
+            }))
+        };
+        let process_options = move || process::Options {
+            initializer: pickled_init.clone(),
+            max_tasks: max_tasks_per_child,
+            max_rss: max_memory_per_child,
         };
         // One arm per isolation mode; `resolve` only returns modes this build has.
         let backend: Box<dyn Isolation> = match mode {
-            "thread" => threads(thread_name_prefix, setup)?,
-            #[cfg(Py_3_13)]
+            "thread" => Box::new(ThreadIsolation::new(
+                max_workers,
+                thread_name_prefix,
+                thread_setup(py, &initializer, &initargs, &broken),
+            )?),
             #[cfg(Py_3_13)]
             "interpreter" => {
-                if setup.initializer.is_some() {
+                if initializer.is_some() {
                     return Err(PyValueError::new_err(
-                        "initializer is not supported with isolation=\"interpreter\" yet; use isolation=\"thread\" or \"auto\"",
+                        "initializer is not supported with isolation=\"interpreter\"; use isolation=\"process\", \"thread\" or \"auto\"",
                     ));
                 }
-                // "auto": calls that cannot cross into a subinterpreter run on threads instead.
-                let fallback = if isolation == "auto" {
-                    Some(threads(format!("{thread_name_prefix}-fallback"), setup)?)
+                // "auto": calls that cannot run in a subinterpreter (a module refuses them, a
+                // timeout asks for a kill) run in processes; calls that cannot cross, on threads.
+                let fallback = if auto {
+                    let prefix = format!("{thread_name_prefix}-process");
+                    let options = process_options.clone();
+                    let threads = thread_fallback.clone();
+                    let fallback: Box<dyn Isolation> = Box::new(Lazy::new(move |py| {
+                        Ok(Box::new(process::start(
+                            py,
+                            max_workers,
+                            &prefix,
+                            options(),
+                            Some(threads(format!("{prefix}-fallback"))),
+                        )?))
+                    }));
+                    Some(fallback)
                 } else {
                     None
                 };
@@ -74,11 +180,12 @@ impl CpuPool {
                     fallback,
                 )?)
             }
-            "process" => Box::new(crate::isolation::process::start(
+            "process" => Box::new(process::start(
                 py,
                 max_workers,
                 &thread_name_prefix,
-                setup.initializer.is_some(),
+                process_options(),
+                auto.then(|| thread_fallback(fallback_prefix)),
             )?),
             other => unreachable!("isolation::resolve returned {other:?}"),
         };
@@ -86,6 +193,8 @@ impl CpuPool {
             backend,
             isolation: mode,
             max_workers,
+            timeouts: mode == "process" || (auto && mode == "interpreter"),
+            kill_on_cancel,
         })
     }
 
@@ -98,13 +207,36 @@ impl CpuPool {
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        run_on_loop(py, func, args, kwargs, false, |job| {
+        self.run_timed(py, None, func, args, kwargs)
+    }
+
+    /// `run` with a timeout (seconds, None for none): past it the call's worker process is
+    /// killed and the future gets `TimeoutError`.
+    #[pyo3(signature = (timeout, func, args, kwargs=None))]
+    fn run_timed<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+        func: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = self.timeout(timeout)?;
+        let watch = self.kill_on_cancel.then(CancelWatch::new);
+        let flag = watch.as_ref().map(|(_, f)| f.clone());
+        let fut = run_on_loop(py, func, args, kwargs, false, |mut job: Job| {
+            job.timeout = timeout;
+            job.cancelled = flag;
             self.backend.submit(py, job)
-        })
+        })?;
+        if let Some((watch, _)) = watch {
+            fut.call_method1("add_done_callback", (Bound::new(py, watch)?,))?;
+        }
+        Ok(fut)
     }
 
     /// Run `func(*args, **kwargs)` and settle the given `concurrent.futures.Future`.
-    #[pyo3(signature = (future, func, args, kwargs=None))]
+    #[pyo3(signature = (future, func, args, kwargs=None, timeout=None))]
     fn submit(
         &self,
         py: Python<'_>,
@@ -112,9 +244,11 @@ impl CpuPool {
         func: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         kwargs: Option<Bound<'_, PyDict>>,
+        timeout: Option<f64>,
     ) -> PyResult<()> {
-        self.backend
-            .submit(py, concurrent_job(future, func, args, kwargs))
+        let mut job = concurrent_job(future, func, args, kwargs);
+        job.timeout = self.timeout(timeout)?;
+        self.backend.submit(py, job)
     }
 
     #[pyo3(signature = (wait=true, cancel_futures=false))]
@@ -147,8 +281,36 @@ impl CpuPool {
         self.backend.is_shutdown()
     }
 
+    /// ValueError unless `timeout` is one this pool can honour.
+    fn check_timeout(&self, timeout: f64) -> PyResult<()> {
+        self.timeout(Some(timeout)).map(drop)
+    }
+
+    #[getter]
+    fn kill_on_cancel(&self) -> bool {
+        self.kill_on_cancel
+    }
+
     /// Test hook: a job whose Rust side panics; its concurrent future gets a PanicException.
     fn _submit_panicking(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
         self.backend.submit(py, crate::job::panic_probe(future))
+    }
+}
+
+impl CpuPool {
+    fn timeout(&self, seconds: Option<f64>) -> PyResult<Option<Duration>> {
+        let Some(s) = seconds else { return Ok(None) };
+        if !(s.is_finite() && s > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "timeout must be a positive number of seconds, not {s}"
+            )));
+        }
+        if !self.timeouts {
+            return Err(PyValueError::new_err(format!(
+                "a timeout needs isolation=\"process\" or \"auto\" (a call in isolation={:?} cannot be stopped)",
+                self.isolation
+            )));
+        }
+        Ok(Some(Duration::from_secs_f64(s)))
     }
 }

@@ -7,7 +7,9 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Call {
     pub func: Py<PyAny>,
@@ -99,6 +101,35 @@ pub struct Job {
     pub target: Target,
     /// Already claimed (by a pool that handed it on to another): run without claiming again.
     pub claimed: bool,
+    /// The most the call may run (only a worker process can be stopped: its process is killed).
+    pub timeout: Option<Duration>,
+    /// Set when the awaiting side cancelled the call (see `CancelWatch`): a worker process
+    /// running it is killed.
+    pub cancelled: Option<Arc<AtomicBool>>,
+}
+
+/// A done-callback for an asyncio future that raises a flag when the future was cancelled: the
+/// worker thread waiting on a process sees it without the GIL.
+#[pyclass(module = "rustpool._rustpool", frozen)]
+pub struct CancelWatch {
+    flag: Arc<AtomicBool>,
+}
+
+impl CancelWatch {
+    pub fn new() -> (Self, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        (CancelWatch { flag: flag.clone() }, flag)
+    }
+}
+
+#[pymethods]
+impl CancelWatch {
+    fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if fut.call_method0(intern!(fut.py(), "cancelled"))?.is_truthy()? {
+            self.flag.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
 }
 
 impl Job {
@@ -107,6 +138,8 @@ impl Job {
             work,
             target,
             claimed: false,
+            timeout: None,
+            cancelled: None,
         }
     }
 
@@ -119,7 +152,6 @@ impl Job {
     }
 
     /// Settle with an outcome computed elsewhere (an isolated worker).
-    #[cfg_attr(not(Py_3_13), allow(dead_code))]
     pub fn finish(self, py: Python<'_>, result: PyResult<Py<PyAny>>) {
         let outcome = match result {
             Ok(v) => Outcome::Ok(v),
@@ -128,7 +160,6 @@ impl Job {
         self.target.finish(py, outcome);
     }
 
-    #[cfg_attr(not(Py_3_13), allow(dead_code))]
     pub fn call(&self) -> Option<&Call> {
         match &self.work {
             Work::Call(c) => Some(c),

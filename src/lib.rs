@@ -21,13 +21,11 @@ fn _mark_exiting() {
     attach::mark_exiting();
 }
 
-/// Called by the exit hook: wait until every subinterpreter worker has ended (they must end
-/// before the main interpreter finalizes).
+/// Called by the exit hook: wait until every subinterpreter and process worker has ended (their
+/// queued calls done; subinterpreters must end before the main interpreter finalizes).
 #[pyfunction]
-fn _join_interpreters(py: Python<'_>) {
-    #[cfg(Py_3_13)]
-    isolation::interpreter::wait_all_ended(py);
-    let _ = py;
+fn _join_workers(py: Python<'_>) {
+    isolation::workers::wait_all_ended(py);
 }
 
 /// The isolation mode `name` stands for in this build ("auto" resolved); ValueError when the
@@ -47,6 +45,6 @@ fn _rustpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::Drain>()?;
     m.add_function(wrap_pyfunction!(_mark_exiting, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_isolation, m)?)?;
-    m.add_function(wrap_pyfunction!(_join_interpreters, m)?)?;
+    m.add_function(wrap_pyfunction!(_join_workers, m)?)?;
     Ok(())
 }

@@ -19,6 +19,9 @@ EXIT_TIMEOUT = 90.0
 PRELUDE = r"""
 import asyncio, os, sys, threading, time
 import rustpool
+# These scripts share threading.Events with the calls: CPU calls run on threads here (the isolated
+# modes have exit tests of their own below).
+rustpool.configure(isolation="thread")
 
 started = {}
 
@@ -76,7 +79,7 @@ def test_exit_while_calls_run_in_cancelled_tasks_and_executors(tmp_path: Path, h
         f"""
         expect("to_thread", "run_cpu", "thread_submit", "cpu_submit")
         tex = rustpool.ThreadExecutor(2)
-        cex = rustpool.CpuExecutor(1)
+        cex = rustpool.CpuExecutor(1, isolation="thread")
 
         async def main():
             tasks = [
@@ -126,7 +129,7 @@ def test_exit_from_a_plain_script_with_submitted_work(tmp_path: Path) -> None:
         """
         expect("t", "c")
         tex = rustpool.ThreadExecutor(1)
-        cex = rustpool.CpuExecutor(1)
+        cex = rustpool.CpuExecutor(1, isolation="thread")
         tex.submit(work, "t", 0.2)
         cex.submit(work, "c", 0.2)
         # Queued behind the running calls when the script ends.
@@ -266,20 +269,21 @@ def tagged(proc: subprocess.CompletedProcess[str], what: str) -> list[str]:
     return [line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith(what + " ")]
 
 
-def interpreter_exit_body(how: str) -> str:
+def interpreter_exit_body(how: str, mode: str = "interpreter") -> str:
     return f"""
     def main():
-        ex = rustpool.CpuExecutor(2, isolation="interpreter")
+        rustpool.configure(isolation={mode!r})
+        ex = rustpool.CpuExecutor(2, isolation={mode!r})
         # Two run, two wait in the queue when the script ends.
         for tag in ("s0", "s1", "s2", "s3"):
             ex.submit(iwork, tag, 0.3)
 
         async def amain():
-            other = rustpool.CpuExecutor(1, isolation="interpreter")
+            other = rustpool.CpuExecutor(1, isolation={mode!r})
             tasks = [
                 asyncio.create_task(other.run(iwork, "run", 0.3, "go")),
                 asyncio.create_task(other.run(iwork, "run-queued", 0.3)),
-                # The default CPU pool: "auto", so subinterpreters too.
+                # The default CPU pool, in the same mode.
                 asyncio.create_task(rustpool.run_cpu(iwork, "run_cpu", 0.3)),
             ]
             await await_started("run", "run_cpu")
@@ -305,10 +309,16 @@ def assert_started_calls_finished(proc: subprocess.CompletedProcess[str]) -> Non
     assert "run-queued" not in started, proc.stdout
 
 
-@needs_interpreters
+ISOLATED = [
+    pytest.param("interpreter", marks=needs_interpreters),
+    "process",
+]
+
+
+@pytest.mark.parametrize("mode", ISOLATED)
 @pytest.mark.parametrize("how", ["sys.exit", "return"])
-def test_exit_while_interpreter_calls_run(tmp_path: Path, how: str) -> None:
-    proc = run_interpreter_script(tmp_path, interpreter_exit_body(how))
+def test_exit_while_isolated_calls_run(tmp_path: Path, how: str, mode: str) -> None:
+    proc = run_interpreter_script(tmp_path, interpreter_exit_body(how, mode))
     assert_clean_exit(proc)
     assert_started_calls_finished(proc)
 
@@ -323,13 +333,13 @@ def test_exit_while_interpreter_calls_run_repeatedly(tmp_path: Path) -> None:
         assert_started_calls_finished(proc)
 
 
-@needs_interpreters
+@pytest.mark.parametrize("mode", ISOLATED)
 @pytest.mark.parametrize("wait_for_result", [False, True], ids=["running", "done"])
-def test_exit_with_interpreter_executor_dropped_without_shutdown(tmp_path: Path, wait_for_result: bool) -> None:
+def test_exit_with_isolated_executor_dropped_without_shutdown(tmp_path: Path, wait_for_result: bool, mode: str) -> None:
     proc = run_interpreter_script(
         tmp_path,
         f"""
-        ex = rustpool.CpuExecutor(2, isolation="interpreter")
+        ex = rustpool.CpuExecutor(2, isolation={mode!r})
         f = ex.submit(iwork, "dropped", 0.3)
         queued = [ex.submit(iwork, f"dropped-{{i}}", 0.05) for i in range(3)]
         wait_started("dropped")

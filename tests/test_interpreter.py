@@ -515,7 +515,7 @@ def test_module_refusing_subinterpreters_raises_worker_unsupported(interp: Any, 
     message = str(excinfo.value)
     assert "tests.interp_refuses" in message
     assert "does not support loading in subinterpreters" in message
-    assert 'isolation="thread"' in message and '"auto"' in message
+    assert 'isolation="process"' in message and '"auto"' in message
     assert refusal_count(refusals) == 1
     # Not remembered without a fallback: the next call tries again and fails the same way.
     with pytest.raises(rustpool.WorkerUnsupported):
@@ -532,7 +532,8 @@ def test_module_refusing_subinterpreters_falls_back_under_auto_and_is_remembered
     ex = auto(1)
     assert ex.submit(interp_refuses.double_where, 2).result(WAIT) == (4, MAIN_ID)
     assert refusal_count(refusals) == 1
-    # Remembered: the second call goes straight to the threads, no worker tries to load it again.
+    # Remembered: the second call goes straight to the process fallback, no subinterpreter tries
+    # to load it again.
     assert ex.submit(interp_refuses.double_where, 3).result(WAIT) == (6, MAIN_ID)
 
     async def main() -> Any:
@@ -559,7 +560,7 @@ def test_numpy_imported_by_the_functions_module_raises_worker_unsupported(interp
     message = str(excinfo.value)
     assert "numpy" in message
     assert "interp_numpy_top.total" in message
-    assert 'isolation="thread"' in message and '"auto"' in message
+    assert 'isolation="process"' in message and '"auto"' in message
 
 
 def test_numpy_imported_by_the_functions_module_falls_back_under_auto(auto: Any) -> None:
@@ -584,7 +585,8 @@ def test_numpy_imported_inside_the_function_counts_as_unsupported(cpu_executor: 
 
 
 def test_numpy_imported_inside_the_function_falls_back_under_auto(cpu_executor: Any) -> None:
-    """Under "auto" the call runs again on threads (from its start) and the choice is remembered."""
+    """Under "auto" the call runs again in a worker process (from its start) and the choice is
+    remembered."""
     pytest.importorskip("numpy", reason=NUMPY_REASON)
     ex = cpu_executor(1, isolation="auto")
     assert ex.submit(h.import_numpy_inside).result(WAIT) == 10

@@ -10,16 +10,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import itertools
 import math
 import threading
 import weakref
 from concurrent.futures import Executor, Future
 from concurrent.futures import thread as _cf_thread
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, TypeVar
 
 from . import _rustpool
-from ._crossing import RemoteTraceback, WorkerUnsupported, process_chunk
+from ._crossing import RemoteTraceback, WorkerUnsupported, process_chunk, refuse_while_loading_main
 from ._errors import WorkerCrashed
 from ._rustpool import BlockingPool, CpuPool
 
@@ -34,6 +36,7 @@ __version__: str = _rustpool.__version__
 __all__ = [
     "DEFAULT_KEEP_ALIVE",
     "DEFAULT_MAX_THREADS",
+    "CallOptions",
     "CpuExecutor",
     "RemoteTraceback",
     "WorkerCrashed",
@@ -66,6 +69,76 @@ def _check_initializer(initializer: Callable[..., object] | None) -> None:
         raise TypeError("initializer must be a callable")
 
 
+async def _arg_tuples(iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...]) -> AsyncIterator[tuple[Any, ...]]:
+    """``zip(*iterables)``, where any of them may be an async iterable, pulled lazily."""
+    if not any(hasattr(it, "__aiter__") for it in iterables):
+        for args in zip(*iterables):  # type: ignore[call-overload]
+            yield args
+        return
+    its = [it.__aiter__() if hasattr(it, "__aiter__") else iter(it) for it in iterables]  # type: ignore[union-attr]
+    while True:
+        args = []
+        for it in its:
+            try:
+                args.append(await it.__anext__() if hasattr(it, "__anext__") else next(it))
+            except (StopIteration, StopAsyncIteration):
+                return
+        yield tuple(args)
+
+
+def _settle_abandoned(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel calls an async map no longer waits for (mark finished ones' errors as seen)."""
+    for f in futures:
+        if not f.done():
+            f.cancel()
+        elif not f.cancelled():
+            f.exception()
+
+
+async def _amap(
+    start: Callable[[tuple[Any, ...]], asyncio.Future[T]],
+    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
+    ordered: bool,
+    limit: int | None,
+    default_limit: int,
+) -> AsyncIterator[T]:
+    if limit is None:
+        limit = default_limit
+    if limit < 1:
+        raise ValueError("limit must be >= 1")
+    args_it = _arg_tuples(iterables)
+    if ordered:
+        queue: collections.deque[asyncio.Future[T]] = collections.deque()
+        try:
+            async for args in args_it:
+                queue.append(start(args))
+                if len(queue) >= limit:
+                    yield await queue.popleft()
+            while queue:
+                yield await queue.popleft()
+        finally:
+            _settle_abandoned(queue)
+        return
+    pending: set[asyncio.Future[T]] = set()
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < limit:
+                try:
+                    args = await args_it.__anext__()
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                pending.add(start(args))
+            if not pending:
+                return
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
+    finally:
+        _settle_abandoned(pending)
+
+
 class _PoolExecutor:
     """What both executors share: their Rust pool (``_pool``) does the work."""
 
@@ -88,6 +161,23 @@ class _PoolExecutor:
         self._pool.shutdown(wait, cancel_futures)
 
     shutdown.__doc__ = Executor.shutdown.__doc__
+
+    def amap(
+        self,
+        fn: Callable[..., T],
+        /,
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        ordered: bool = True,
+        limit: int | None = None,
+    ) -> AsyncIterator[T]:
+        """Async ``map``: ``async for result in pool.amap(fn, items): ...``.
+
+        Pulls arguments lazily (the iterables may be async iterables) and keeps at most ``limit``
+        calls in flight (default ``max(64, 4 * max_workers)``). With ``ordered=True`` results come
+        in the order of the arguments, else as they complete. The first exception is raised at its
+        place; leaving the loop early (break, an exception, cancellation) cancels the calls not
+        started yet."""
+        return _amap(lambda a: self._pool.run(fn, *a), iterables, ordered, limit, max(64, 4 * self._max_workers))
 
     @property
     def max_workers(self) -> int:
@@ -149,21 +239,37 @@ def _chunks(chunksize: int, iterables: tuple[Iterable[Any], ...]) -> Iterator[li
         yield chunk
 
 
+def _auto_chunksize(n: int, workers: int) -> int:
+    # multiprocessing.Pool.map's rule: about four batches per worker.
+    size, extra = divmod(n, workers * 4)
+    return max(1, size + bool(extra))
+
+
 class CpuExecutor(_PoolExecutor, Executor):
     """A ``ProcessPoolExecutor``-shaped executor over rustpool's CPU pool.
 
     ``isolation`` picks where the Python code runs:
 
-    - ``"interpreter"`` (CPython 3.13+): subinterpreters with their own GIL, one per worker, so
-      pure-Python code runs in parallel. The call and its result cross as pickle protocol 5
-      (cloudpickle for lambdas and closures when installed); functions of the caller's
-      ``__main__`` work as with multiprocessing's spawn. A call whose modules refuse
-      subinterpreters (numpy, any PyO3 module) raises ``WorkerUnsupported`` naming the module.
+    - ``"process"``: worker processes (fresh interpreters started by rustpool, never forked from
+      this one). The call and its result cross as pickle protocol 5 (cloudpickle for lambdas and
+      closures when installed); functions of the caller's ``__main__`` work as with
+      multiprocessing's spawn. A worker that dies fails only the call it ran, with
+      ``WorkerCrashed``; the pool starts a new one. Workers die with this process.
+    - ``"interpreter"`` (CPython 3.13+): subinterpreters with their own GIL, one per worker, in
+      this process: the same crossing rules, cheaper calls and starts, but a module that refuses
+      subinterpreters (numpy, any PyO3 module) raises ``WorkerUnsupported`` naming it.
     - ``"thread"``: threads of this interpreter, in parallel only while the code releases the GIL
       (hashlib, zlib, numpy, Rust extensions); no pickling, any callable.
-    - ``"auto"`` (default): ``"interpreter"`` on 3.13+, and a call that cannot cross into a
-      subinterpreter (cannot be pickled, or refuses to load there) runs on threads instead, a
-      choice remembered per function; ``"thread"`` before 3.13 and when an initializer is given.
+    - ``"auto"`` (default): ``"interpreter"`` on 3.13+, ``"process"`` before (and whenever an
+      option only processes have is given). Under ``"auto"`` a call runs in the best mode that can
+      take it: one that refuses subinterpreters (or has a timeout) in a process, one that cannot
+      be pickled on a thread; the choice is remembered per function.
+
+    Process-only options: ``initializer``/``initargs`` run in each new worker process (a failing
+    initializer breaks the pool, as with ProcessPoolExecutor); ``max_tasks_per_child`` and
+    ``max_memory_per_child`` (bytes of RSS) replace a worker after that many calls or once it
+    grows past that size; ``kill_on_cancel=True`` kills the worker of an awaited call (``run``,
+    ``amap``) that is cancelled while it runs. Per-call timeouts: ``pool.options(timeout=...)``.
     """
 
     def __init__(
@@ -174,11 +280,24 @@ class CpuExecutor(_PoolExecutor, Executor):
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
         thread_name_prefix: str = "",
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        kill_on_cancel: bool = False,
     ) -> None:
         _check_workers(max_workers)
         _check_initializer(initializer)
+        refuse_while_loading_main()
         prefix = thread_name_prefix or f"CpuExecutor-{next(_counter)}"
-        self._pool = CpuPool(max_workers, isolation, prefix, initializer, tuple(initargs))
+        self._pool = CpuPool(
+            max_workers,
+            isolation,
+            prefix,
+            initializer,
+            tuple(initargs),
+            max_tasks_per_child,
+            max_memory_per_child,
+            kill_on_cancel,
+        )
         self._max_workers = self._pool.max_workers
         _live.add(self)
 
@@ -187,15 +306,46 @@ class CpuExecutor(_PoolExecutor, Executor):
         fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | str = "auto",
     ) -> Iterator[T]:
-        """``Executor.map``; ``chunksize`` > 1 sends the calls in batches, as ProcessPoolExecutor does."""
+        """``Executor.map``, sending the calls in batches of ``chunksize`` as ProcessPoolExecutor
+        does. ``"auto"`` (default) makes about four batches per worker (``multiprocessing.Pool``'s
+        rule) in the isolated modes, and one call per batch in ``"thread"`` mode. As with
+        ProcessPoolExecutor, an exception is raised when its batch's turn comes."""
+        return self._map(self.submit, fn, iterables, timeout, chunksize)
+
+    def _map(
+        self,
+        submit: Callable[..., Future[Any]],
+        fn: Callable[..., T],
+        iterables: tuple[Iterable[Any], ...],
+        timeout: float | None,
+        chunksize: int | str,
+    ) -> Iterator[T]:
+        if chunksize == "auto":
+            if self.isolation == "thread":
+                chunksize = 1
+            else:
+                calls = list(zip(*iterables))
+                chunksize = _auto_chunksize(len(calls), self._max_workers)
+                iterables = tuple(zip(*calls)) if calls else ((),)
+        elif not isinstance(chunksize, int) or isinstance(chunksize, bool):
+            raise TypeError(f'chunksize must be an int or "auto", not {chunksize!r}')
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
-        batches = super().map(process_chunk, itertools.repeat(fn), _chunks(chunksize, iterables), timeout=timeout)
+            return _Submitter(submit).map(fn, *iterables, timeout=timeout)
+        batches = _Submitter(submit).map(process_chunk, itertools.repeat(fn), _chunks(chunksize, iterables), timeout=timeout)
         return itertools.chain.from_iterable(batches)
+
+    def options(self, *, timeout: float | None = None) -> CallOptions:
+        """This pool with per-call options: ``pool.options(timeout=5).submit(fn, x)``.
+
+        ``timeout`` (seconds): a call still running after it has its worker process killed and
+        raises ``TimeoutError`` (the time counts from when the call starts to run; the pool
+        replaces the worker). Needs ``isolation="process"`` or ``"auto"`` (where such calls run
+        in processes). The options never reach ``fn``: its own arguments stay its own."""
+        return CallOptions(self, timeout)
 
     @property
     def isolation(self) -> str:
@@ -204,6 +354,59 @@ class CpuExecutor(_PoolExecutor, Executor):
 
     def _describe(self) -> str:
         return f" isolation={self.isolation!r}"
+
+
+class _Submitter(Executor):
+    """``Executor.map`` over another submit function."""
+
+    def __init__(self, submit: Callable[..., Future[Any]]) -> None:
+        self.submit = submit  # type: ignore[method-assign]
+
+
+class CallOptions:
+    """A ``CpuExecutor`` with per-call options (made by ``CpuExecutor.options``): ``submit``,
+    ``map``, ``run`` and ``amap`` as the executor's, each call with the options."""
+
+    def __init__(self, executor: CpuExecutor, timeout: float | None) -> None:
+        self._executor = executor
+        self._timeout = timeout
+        # Checked now: a bad timeout is refused before any call is made.
+        if timeout is not None:
+            executor._pool.check_timeout(timeout)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        f: Future[T] = Future()
+        self._executor._pool.submit(f, fn, args, kwargs, self._timeout)
+        return f
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | str = 1,
+    ) -> Iterator[T]:
+        """``CpuExecutor.map`` with the options; one call per batch by default, so that the
+        per-call timeout applies to each call (a batch's timeout covers the whole batch)."""
+        return self._executor._map(self.submit, fn, iterables, timeout, chunksize)
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return await self._executor._pool.run_timed(self._timeout, fn, args, kwargs)  # type: ignore[no-any-return]
+
+    def amap(
+        self,
+        fn: Callable[..., T],
+        /,
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        ordered: bool = True,
+        limit: int | None = None,
+    ) -> AsyncIterator[T]:
+        pool, timeout = self._executor._pool, self._timeout
+        workers = self._executor.max_workers
+        return _amap(lambda a: pool.run_timed(timeout, fn, a), iterables, ordered, limit, max(64, 4 * workers))
+
+    def __repr__(self) -> str:
+        return f"<rustpool.CallOptions timeout={self._timeout!r} of {self._executor!r}>"
 
 
 # The default pools behind to_thread and run_cpu, made on first use.
@@ -323,9 +526,9 @@ def _at_exit() -> None:
     # tell the Rust side that pool threads must not touch Python any more.
     for ex in list(_live):
         ex.shutdown(wait=True)
-    # Executors collected without shutdown: their subinterpreters end by themselves; they must
-    # all be gone before the main interpreter finalizes.
-    _rustpool._join_interpreters()
+    # Executors collected without shutdown: their workers finish the queue and end by themselves;
+    # wait for them all (subinterpreters must be gone before the main interpreter finalizes).
+    _rustpool._join_workers()
     _rustpool._mark_exiting()
 
 

@@ -1,4 +1,4 @@
-"""What crosses into an isolated worker (a subinterpreter now, a process later), as bytes.
+"""What crosses into an isolated worker (a subinterpreter or a process), as bytes.
 
 The main side pickles ``(fn, args, kwargs)`` with protocol 5 (cloudpickle for lambdas and closures
 when it is installed) and unpickles the worker's reply. The worker side is ``WORKER_SOURCE``: plain
@@ -6,6 +6,8 @@ Python that the Rust core runs inside each worker, which must not import rustpoo
 
 Reply statuses: 0 = the result, pickled; 1 = the exception fn raised, with its formatted traceback;
 2 = the call could not be unpickled in the worker (fn never ran): the message names the problem.
+The Rust core adds the statuses of calls that got no reply: 4 = the worker process died, 5 = the
+pool is broken (an initializer failed), 6 = the call ran past its timeout (its process was killed).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pickle
 import sys
 from typing import Any, Callable
 
-OK, RAISED, UNLOADABLE, CRASHED = 0, 1, 2, 4
+OK, RAISED, UNLOADABLE, CRASHED, BROKEN, TIMED_OUT = 0, 1, 2, 4, 5, 6
 
 
 class RemoteTraceback(Exception):
@@ -74,8 +76,9 @@ def _cannot_send(fn: object, err: Exception) -> pickle.PicklingError:
     )
 
 
-def decode(status: int, data: bytes, fn: object = None) -> tuple[bool, Any]:
-    """(True, exception) or (False, result) from a worker's reply to a call of ``fn``."""
+def decode(status: int, data: bytes, fn: object = None, mode: str = "interpreter") -> tuple[bool, Any]:
+    """(True, exception) or (False, result) from a worker's reply to a call of ``fn`` made in a
+    worker of isolation ``mode``."""
     if status == OK:
         try:
             return False, pickle.loads(data)
@@ -85,6 +88,12 @@ def decode(status: int, data: bytes, fn: object = None) -> tuple[bool, Any]:
         from ._errors import WorkerCrashed  # main side only: it imports multiprocessing
 
         return True, WorkerCrashed(f"{data.decode('utf-8', 'replace')}, while running {_describe(fn)}")
+    if status == TIMED_OUT:
+        return True, TimeoutError(f"{_describe(fn)}: {data.decode('utf-8', 'replace')}")
+    if status == BROKEN:
+        from concurrent.futures.process import BrokenProcessPool
+
+        return True, BrokenProcessPool(data.decode("utf-8", "replace"))
     if status == RAISED:
         try:
             exc, tb = pickle.loads(data)
@@ -93,9 +102,14 @@ def decode(status: int, data: bytes, fn: object = None) -> tuple[bool, Any]:
         exc.__cause__ = RemoteTraceback(tb)
         return True, exc
     reason = data.decode("utf-8", "replace").strip().splitlines()[0][:500]
+    if mode == "process":
+        return True, WorkerUnsupported(
+            f"{_describe(fn)} cannot be loaded in a worker process (isolation=\"process\"): {reason}. "
+            "Worker processes import it by name: it must be importable from the caller's sys.path"
+        )
     return True, WorkerUnsupported(
         f"{_describe(fn)} cannot run in a subinterpreter (isolation=\"interpreter\"): "
-        f"{reason}. Use isolation=\"thread\" (or \"auto\", which falls back by itself)"
+        f"{reason}. Use isolation=\"process\" (or \"auto\", which falls back by itself)"
     )
 
 
@@ -139,12 +153,18 @@ def _load_main():
     name, path = _main
     _main = None
     import runpy, types
-    if name:
-        ns = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
-    elif path:
-        ns = runpy.run_path(path, run_name="__mp_main__")
-    else:
-        return False
+    # While it loads, starting worker processes is refused (an unguarded script would start
+    # them again and again, as multiprocessing's spawn also refuses).
+    sys._rustpool_loading_main = True
+    try:
+        if name:
+            ns = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
+        elif path:
+            ns = runpy.run_path(path, run_name="__mp_main__")
+        else:
+            return False
+    finally:
+        del sys._rustpool_loading_main
     mod = types.ModuleType("__mp_main__")
     mod.__dict__.update(ns)
     sys.modules["__mp_main__"] = sys.modules["__main__"] = mod
@@ -198,44 +218,90 @@ def _run(payload):
 
 
 # Appended to WORKER_SOURCE in a worker process: calls come as length-prefixed frames on fd
-# `rfd`, replies go out on fd `wfd` as (length, status, bytes); the first frame is the pickled
-# arguments of `_setup`. EOF on `rfd` (the pool shut down, or the parent died) ends the process.
+# `rfd`, replies go out on fd `wfd` as (length, status, bytes). The first frame is the pickled
+# (sys_path, main_name, main_path, initializer call or None); its reply is (0, b"") once set up,
+# or (5, traceback) when the initializer raised (then the process ends). EOF on `rfd` (the pool
+# let this worker go, or the parent died) ends the process. After each reply the worker keeps
+# reading for a short while without sleeping (`_SPIN` seconds): a call sent right away costs no
+# wake-up.
 PROCESS_SOURCE = r'''
-import struct
+import select, struct, time
+
+_SPIN = 0.0002
+
+def _boot(payload):
+    sys_path, main_name, main_path, init = pickle.loads(payload)
+    _setup(sys_path, main_name, main_path)
+    if init is not None:
+        try:
+            fn, args, kwargs = _loads(init)
+            fn(*args, **kwargs)
+        except BaseException as e:
+            return 5, "".join(traceback.format_exception(e)).encode()
+    return 0, b""
 
 def _serve(rfd, wfd):
-    r = os.fdopen(rfd, "rb", buffering=0)
-    w = os.fdopen(wfd, "wb", buffering=0)
+    os.set_blocking(rfd, False)
+    buf = bytearray()
+    clock = time.perf_counter
+    spin_until = 0.0
 
-    def read_exact(n):
-        buf = bytearray()
+    def take(n):
         while len(buf) < n:
-            chunk = r.read(n - len(buf))
+            try:
+                chunk = os.read(rfd, max(n - len(buf), 1 << 16))
+            except BlockingIOError:
+                if clock() >= spin_until:
+                    select.select([rfd], [], [])
+                continue
             if not chunk:
                 return None
-            buf += chunk
-        return bytes(buf)
+            buf.extend(chunk)
+        data = bytes(buf[:n])
+        del buf[:n]
+        return data
 
     def frame():
-        head = read_exact(4)
-        if head is None:
-            return None
-        return read_exact(struct.unpack("<I", head)[0])
+        head = take(4)
+        return None if head is None else take(int.from_bytes(head, "little"))
+
+    def send(status, data):
+        out = memoryview(struct.pack("<IB", len(data), status) + data)
+        while out:
+            out = out[os.write(wfd, out):]
 
     boot = frame()
     if boot is None:
         return
-    _setup(*pickle.loads(boot))
+    status, data = _boot(boot)
+    send(status, data)
+    if status:
+        return
     while True:
         payload = frame()
         if payload is None:
             return
         status, data = _run(payload)
-        w.write(struct.pack("<IB", len(data), status) + data)
+        send(status, data)
+        spin_until = clock() + _SPIN
 '''
 
 
-def process_boot() -> tuple[str, bytes]:
-    """(the program a worker process runs, its first frame)."""
+def refuse_while_loading_main() -> None:
+    """RuntimeError inside a worker that is loading the caller's ``__main__`` (an unguarded script
+    would otherwise start its pools again in every worker, as multiprocessing's spawn refuses)."""
+    if getattr(sys, "_rustpool_loading_main", False):
+        raise RuntimeError(
+            "a rustpool worker is loading the caller's __main__ module to find a function, and that "
+            "module makes a CpuExecutor (or calls run_cpu) at import: guard that code with "
+            "`if __name__ == \"__main__\":` (as multiprocessing's spawn requires)"
+        )
+
+
+def process_boot(init: bytes | None = None) -> tuple[str, bytes]:
+    """(the program a worker process runs, its first frame); ``init`` is the pickled
+    initializer call (``dumps_call(initializer, initargs, None)``)."""
+    refuse_while_loading_main()
     main_name, main_path = main_info()
-    return WORKER_SOURCE + PROCESS_SOURCE + "\n_serve(3, 4)\n", pickle.dumps((list(sys.path), main_name, main_path), 5)
+    first = pickle.dumps((list(sys.path), main_name, main_path, init), 5)
+    return WORKER_SOURCE + PROCESS_SOURCE + "\n_serve(3, 4)\n", first

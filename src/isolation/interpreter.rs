@@ -13,39 +13,23 @@
 //! exit hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, settle_and_claim, take_calls, Done, Shared, Task, WorkerPool, PANICKED, SPIN,
-    UNLOADABLE,
+    crossing, settle_and_claim, spin_for_work, take_calls, Done, Shared, Task, WorkerPool,
+    PANICKED, UNLOADABLE,
 };
 use super::Isolation;
 use crate::job::panic_message;
 use crossbeam_channel::Receiver;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Creating and ending interpreters is racy: one at a time, process-wide.
 static CREATE: Mutex<()> = Mutex::new(());
-
-/// Subinterpreters alive, process-wide: the exit hook waits for this to reach zero.
-static LIVE: Mutex<usize> = Mutex::new(0);
-static LIVE_CHANGED: Condvar = Condvar::new();
-
-/// Block (without the GIL) until every subinterpreter has ended.
-pub fn wait_all_ended(py: Python<'_>) {
-    py.detach(|| {
-        let mut live = LIVE.lock();
-        while *live > 0 {
-            LIVE_CHANGED.wait(&mut live);
-        }
-    });
-}
 
 /// What a worker needs to look like the caller: its sys.path and `__main__` (the working
 /// directory is the process's, shared already).
@@ -86,25 +70,12 @@ pub fn start(
         main_name,
         main_path,
     });
-    // Counted before the threads start, so that the exit hook never misses one.
-    *LIVE.lock() += workers;
-    let end = || {
-        let mut live = LIVE.lock();
-        *live -= 1;
-        LIVE_CHANGED.notify_all();
-    };
     WorkerPool::start(
+        "interpreter",
         workers,
         name_prefix,
         fallback,
-        move |_, rx, shared| {
-            unsafe { worker_main(&boot, &rx, &shared, workers) };
-            end();
-        },
-        |n| {
-            *LIVE.lock() -= n;
-            LIVE_CHANGED.notify_all();
-        },
+        move |_, rx, shared| unsafe { worker_main(&boot, &rx, &shared, workers) },
     )
 }
 
@@ -219,27 +190,7 @@ unsafe fn serve(
     let mut done: Done = Vec::new();
     loop {
         if done.is_empty() {
-            // Spin a little first (one spinner at a time): a call that comes right away is taken
-            // without a wake-up.
-            if shared
-                .spinning
-                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                let start = Instant::now();
-                let mut n = 0u32;
-                while rx.is_empty() && start.elapsed() < SPIN {
-                    // Mostly a pure spin (a yield costs a syscall per look), with a yield now and
-                    // then so that a thread sharing this core still gets to run.
-                    n = n.wrapping_add(1);
-                    if n.is_multiple_of(64) {
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-                shared.spinning.store(0, Ordering::Release);
-            }
+            spin_for_work(rx, shared);
         }
         let Some(next) = take_calls(rx, workers, done.is_empty()) else {
             return;

@@ -3,6 +3,7 @@
 
 #[cfg(Py_3_13)]
 pub mod interpreter;
+pub mod lazy;
 pub mod process;
 pub mod thread;
 pub mod workers;
@@ -23,14 +24,14 @@ pub trait Isolation: Send + Sync {
 
 pub const MODES: &[&str] = &["thread", "interpreter", "process", "auto"];
 
-/// The mode that `name` stands for on this interpreter: "auto" is subinterpreters on 3.13+
-/// (with a fallback for calls that cannot run there, see `cpu.rs`), threads before.
+/// The mode that `name` stands for on this interpreter: "auto" is subinterpreters on 3.13+,
+/// worker processes before (with fallbacks for calls that cannot run there, see `cpu.rs`).
 pub fn resolve(name: &str) -> PyResult<&'static str> {
     match name {
         "thread" => Ok("thread"),
-        // Subinterpreters with their own GIL where they are safe (3.13+), threads before that.
+        // Subinterpreters with their own GIL where they are safe (3.13+), processes before that.
         "auto" if cfg!(Py_3_13) => Ok("interpreter"),
-        "auto" => Ok("thread"),
+        "auto" => Ok("process"),
         "interpreter" if cfg!(Py_3_13) => Ok("interpreter"),
         "interpreter" => Err(PyValueError::new_err(
             "isolation=\"interpreter\" needs CPython 3.13+ (3.12's own-GIL subinterpreters crash the process at exit); use \"thread\" or \"auto\"",
@@ -55,7 +56,7 @@ mod tests {
             if cfg!(Py_3_13) {
                 "interpreter"
             } else {
-                "thread"
+                "process"
             }
         );
     }

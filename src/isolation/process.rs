@@ -3,35 +3,70 @@
 //!
 //! The child runs `rustpool._crossing`'s worker source with `python -c`; calls go to it as
 //! length-prefixed frames on its fd 3 and replies come back on its fd 4 (its stdin, stdout and
-//! stderr stay free for the user's code). The child dies with its parent (`PR_SET_PDEATHSIG`,
-//! and EOF on fd 3 ends it too). A child that dies while it runs a call fails that call only, with
-//! `rustpool.WorkerCrashed` naming the exit code or signal; the next call starts a new child.
+//! stderr stay free for the user's code). Its first frame is its setup (the caller's `sys.path`
+//! and `__main__`, the pickled initializer); its first reply says whether that worked. The child
+//! dies with its parent (`PR_SET_PDEATHSIG`, and EOF on fd 3 ends it too).
+//!
+//! A child that dies while it runs a call fails that call only, with `rustpool.WorkerCrashed`
+//! naming the exit code or signal; the next call starts a new child. A call past its timeout, or
+//! cancelled while it runs when the pool kills on cancel, has its child killed the same way. A
+//! child is also let go after `max_tasks` calls, or once its RSS passes `max_rss`.
+//!
+//! Latency: the worker thread spins briefly on the reply pipe and the child on the call pipe
+//! before either sleeps, so a short call costs no thread wake-up on either side.
 
 use super::workers::{
-    crossing, settle_and_claim, take_calls, Done, Shared, Task, WorkerPool, PANICKED,
+    crossing, settle_and_claim, spin_for_work, take_calls, Done, Shared, Task, WorkerPool,
+    BROKEN, CANCELLED, CRASHED, PANICKED, TIMED_OUT,
 };
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Reply status for a call whose worker process died (as in `rustpool._crossing`).
-const CRASHED: i64 = 4;
+/// How long a worker thread spins on the reply pipe before it sleeps in `poll`.
+const REPLY_SPIN: Duration = Duration::from_micros(100);
+/// How often a worker thread waiting on a call that can be cancelled looks at its flag.
+const CANCEL_CHECK: Duration = Duration::from_millis(10);
+
+/// What a process pool is made with, besides its size.
+#[derive(Default)]
+pub struct Options {
+    /// The pickled `(initializer, initargs, {})`, run once in each new worker process.
+    pub initializer: Option<Vec<u8>>,
+    /// Replace a worker process after this many calls.
+    pub max_tasks: Option<usize>,
+    /// Replace a worker process once its resident memory passes this many bytes.
+    pub max_rss: Option<u64>,
+}
 
 struct Boot {
     python: String,
     source: String,
     first_frame: Vec<u8>,
+    options: Options,
 }
 
 struct Child {
     process: std::process::Child,
     calls: io::PipeWriter,
     replies: io::PipeReader,
+    /// Its setup reply has been read.
+    booted: bool,
+    /// Calls it has answered.
+    tasks: usize,
+}
+
+enum Wait {
+    Ready,
+    TimedOut,
+    Cancelled,
 }
 
 impl Child {
@@ -70,6 +105,8 @@ impl Child {
             process,
             calls: call_w,
             replies: reply_r,
+            booted: false,
+            tasks: 0,
         };
         child.send(&boot.first_frame)?;
         Ok(child)
@@ -82,6 +119,43 @@ impl Child {
         self.calls.write_all(payload)
     }
 
+    /// Wait until a reply (or EOF) can be read: spin a little (if `spin`), then sleep in
+    /// `poll`, until `deadline` or until `cancelled` is raised.
+    fn wait(&self, spin: bool, deadline: Option<Instant>, cancelled: Option<&AtomicBool>) -> Wait {
+        let fd = self.replies.as_raw_fd();
+        let start = Instant::now();
+        let mut n = 0u32;
+        while spin && start.elapsed() < REPLY_SPIN {
+            if readable(fd, 0) {
+                return Wait::Ready;
+            }
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(16) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        loop {
+            if cancelled.is_some_and(|c| c.load(Ordering::Acquire)) {
+                return Wait::Cancelled;
+            }
+            let mut sleep: Option<Duration> = cancelled.map(|_| CANCEL_CHECK);
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Wait::TimedOut;
+                }
+                sleep = Some(sleep.map_or(left, |s| s.min(left)));
+            }
+            // Round up to whole milliseconds: a poll that ends early would only loop again.
+            let ms = sleep.map_or(-1, |s| s.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
+            if readable(fd, ms) {
+                return Wait::Ready;
+            }
+        }
+    }
+
     fn receive(&mut self) -> io::Result<(i64, Vec<u8>)> {
         let mut head = [0u8; 5];
         self.replies.read_exact(&mut head)?;
@@ -89,6 +163,14 @@ impl Child {
         let mut data = vec![0u8; len];
         self.replies.read_exact(&mut data)?;
         Ok((i64::from(head[4]), data))
+    }
+
+    /// Resident memory of the child, in bytes (None when it cannot be read).
+    fn rss(&self) -> Option<u64> {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.process.id())).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * u64::try_from(page).ok()?)
     }
 
     /// Why the child is gone (it is killed first if it still runs).
@@ -107,16 +189,35 @@ impl Child {
         }
     }
 
+    /// Kill the child and wait for it.
+    fn kill(mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
     /// The pool is done with this child: EOF ends it; wait for it.
     fn close(self) {
         let Child {
             mut process,
             calls,
             replies,
+            ..
         } = self;
         drop((calls, replies));
         let _ = process.wait();
     }
+}
+
+/// Whether `fd` can be read (or is at EOF) within `ms` milliseconds (-1: no limit).
+fn readable(fd: RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    // On error (EINTR), say "not yet": the caller loops.
+    r > 0 && p.revents != 0
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -137,27 +238,35 @@ pub fn start(
     py: Python<'_>,
     workers: usize,
     name_prefix: &str,
-    initializer: bool,
+    options: Options,
+    fallback: Option<Box<dyn super::Isolation>>,
 ) -> PyResult<WorkerPool> {
-    if initializer {
-        return Err(PyValueError::new_err(
-            "initializer is not supported with isolation=\"process\" yet; use isolation=\"thread\"",
-        ));
-    }
-    let (source, first_frame): (String, Vec<u8>) =
-        crossing(py)?.getattr("process_boot")?.call0()?.extract()?;
+    let init = options
+        .initializer
+        .as_ref()
+        .map(|b| PyBytes::new(py, b).unbind());
+    let (source, first_frame): (String, Vec<u8>) = crossing(py)?
+        .getattr("process_boot")?
+        .call1((init,))?
+        .extract()?;
     let python: String = py.import("sys")?.getattr("executable")?.extract()?;
     let boot = Arc::new(Boot {
         python,
         source,
         first_frame,
+        options,
     });
     WorkerPool::start(
+        "process",
         workers,
         name_prefix,
-        None,
-        move |_, rx, shared| serve(&boot, &rx, &shared, workers),
-        |_| {},
+        fallback,
+        move |_, rx, shared| {
+            // Keep a Python thread state for the thread's life: settling calls attaches often.
+            crate::attach::thread_started_plain();
+            serve(&boot, &rx, &shared, workers);
+            crate::attach::thread_stopping();
+        },
     )
 }
 
@@ -171,11 +280,17 @@ const PIPELINE_BYTES: usize = 32 * 1024;
 fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, workers: usize) {
     let mut child = Child::spawn(boot).ok();
     let mut done: Done = Vec::new();
-    while let Some(next) = take_calls(rx, workers, done.is_empty()) {
+    loop {
+        if done.is_empty() {
+            spin_for_work(rx, shared);
+        }
+        let Some(next) = take_calls(rx, workers, done.is_empty()) else {
+            break;
+        };
         let mut claimed: VecDeque<Task> =
             Python::attach(|py| settle_and_claim(py, shared, &mut done, next));
         while !claimed.is_empty() {
-            run_some(boot, &mut child, &mut claimed, &mut done);
+            run_some(boot, shared, &mut child, &mut claimed, &mut done);
         }
     }
     if let Some(c) = child {
@@ -186,8 +301,20 @@ fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, w
 /// Send the first calls of `claimed` (within `PIPELINE_BYTES`) to the child and collect their
 /// replies. If the child dies, the call it was running fails with `CRASHED`; the calls sent after
 /// it never started and go back to the front of `claimed`, for a new child.
-fn run_some(boot: &Boot, child: &mut Option<Child>, claimed: &mut VecDeque<Task>, done: &mut Done) {
+fn run_some(
+    boot: &Boot,
+    shared: &Shared,
+    child: &mut Option<Child>,
+    claimed: &mut VecDeque<Task>,
+    done: &mut Done,
+) {
     let Some(task) = claimed.front() else { return };
+    if let Some(msg) = shared.broken.get() {
+        for task in claimed.drain(..) {
+            done.push((task, BROKEN, msg.clone().into_bytes()));
+        }
+        return;
+    }
     if task.payload.is_none() {
         let task = claimed.pop_front().expect("front exists");
         let msg = b"rustpool test panic inside a process worker".to_vec();
@@ -206,9 +333,14 @@ fn run_some(boot: &Boot, child: &mut Option<Child>, claimed: &mut VecDeque<Task>
             }
         },
     };
+    // Send what fits in the pipes, and no more than the child has left to run.
+    let room = boot
+        .options
+        .max_tasks
+        .map_or(usize::MAX, |m| m.saturating_sub(c.tasks).max(1));
     let mut sent = 0;
     let mut bytes = 0;
-    for task in claimed.iter() {
+    for task in claimed.iter().take(room) {
         let Some(payload) = &task.payload else { break };
         if sent > 0 && bytes + payload.len() > PIPELINE_BYTES {
             break;
@@ -219,15 +351,69 @@ fn run_some(boot: &Boot, child: &mut Option<Child>, claimed: &mut VecDeque<Task>
         sent += 1;
         bytes += payload.len();
     }
+    if !c.booted {
+        // Its setup reply first (it may have died in setup, and refused what was sent).
+        c.wait(false, None, None);
+        match c.receive() {
+            Ok((0, _)) => c.booted = true,
+            Ok((BROKEN, data)) => {
+                let tb = String::from_utf8_lossy(&data);
+                let msg = format!(
+                    "A process in the pool failed in its initializer; the pool is not usable anymore. The initializer raised:\n{tb}"
+                );
+                let _ = shared.broken.set(msg.clone());
+                c.kill();
+                for task in claimed.drain(..) {
+                    done.push((task, BROKEN, msg.clone().into_bytes()));
+                }
+                return;
+            }
+            _ => {
+                let task = claimed.pop_front().expect("front exists");
+                let why = format!("{}, while it started", c.death());
+                done.push((task, CRASHED, why.into_bytes()));
+                return;
+            }
+        }
+    }
     for i in 0..sent.max(1) {
-        let reply = if i < sent {
-            c.receive()
+        let task = claimed.front().expect("sent calls are queued");
+        // A call's time starts when the one before it ends (now).
+        let deadline = task.job.timeout.map(|t| Instant::now() + t);
+        let waited = if i < sent {
+            // Spin only for a lone call (a short one is then done with no wake-up); while a
+            // batch runs, the cores are better left to the child and the submitter.
+            c.wait(sent == 1, deadline, task.job.cancelled.as_deref())
         } else {
-            Err(io::ErrorKind::BrokenPipe.into())
+            Wait::Ready // nothing was sent: the child is gone; receive() says so
+        };
+        let reply = match waited {
+            Wait::Ready if i < sent => c.receive(),
+            Wait::Ready => Err(io::ErrorKind::BrokenPipe.into()),
+            Wait::TimedOut => {
+                let t = task.job.timeout.unwrap_or_default();
+                let msg = format!(
+                    "the call did not finish within its timeout of {}s; its worker process was killed",
+                    t.as_secs_f64()
+                );
+                let task = claimed.pop_front().expect("front exists");
+                c.kill();
+                done.push((task, TIMED_OUT, msg.into_bytes()));
+                return;
+            }
+            Wait::Cancelled => {
+                let task = claimed.pop_front().expect("front exists");
+                c.kill();
+                done.push((task, CANCELLED, Vec::new()));
+                return;
+            }
         };
         let task = claimed.pop_front().expect("sent calls are queued");
         match reply {
-            Ok((status, data)) => done.push((task, status, data)),
+            Ok((status, data)) => {
+                c.tasks += 1;
+                done.push((task, status, data));
+            }
             Err(_) => {
                 // The child died running this call; the ones sent after it never started.
                 done.push((task, CRASHED, c.death().into_bytes()));
@@ -235,5 +421,15 @@ fn run_some(boot: &Boot, child: &mut Option<Child>, claimed: &mut VecDeque<Task>
             }
         }
     }
-    *child = Some(c);
+    let spent = boot.options.max_tasks.is_some_and(|m| c.tasks >= m);
+    let too_big = boot
+        .options
+        .max_rss
+        .is_some_and(|cap| c.rss().is_some_and(|rss| rss > cap));
+    if spent || too_big {
+        // Let it go; the next call starts a new one.
+        c.close();
+    } else {
+        *child = Some(c);
+    }
 }

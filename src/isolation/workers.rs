@@ -7,27 +7,36 @@ use super::Isolation;
 use crate::handoff::Handoff;
 use crate::job::{panic_error, Job};
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
-use pyo3::exceptions::PyRuntimeError;
+use parking_lot::{Condvar, Mutex};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an idle worker spins for the next call before it sleeps on the queue.
-#[cfg_attr(not(Py_3_13), allow(dead_code))]
 pub const SPIN: Duration = Duration::from_micros(100);
 /// How long a submitter that found a spinning worker waits, without the GIL, for the call to be
 /// settled: a short call is then done with no thread wake-up on either side.
 pub const HANDOFF: Duration = Duration::from_micros(50);
 
-/// Reply statuses (as in `rustpool._crossing`), plus one for a panic in the worker's Rust code.
+/// Reply statuses (as in `rustpool._crossing`): 0 and 1 come from the worker (a result, an
+/// exception), the others say why there is no reply.
 pub const UNLOADABLE: i64 = 2;
+/// A panic in the worker's Rust code.
 pub const PANICKED: i64 = 3;
+/// The worker process died while it ran the call.
+pub const CRASHED: i64 = 4;
+/// The pool is broken (an initializer failed).
+pub const BROKEN: i64 = 5;
+/// The call ran past its timeout; its worker process was killed.
+pub const TIMED_OUT: i64 = 6;
+/// The awaiting side cancelled the call while it ran; its worker process was killed.
+pub const CANCELLED: i64 = 7;
 
 /// The most calls a worker claims at once from a long queue.
 pub const MAX_BATCH: usize = 16;
@@ -47,7 +56,12 @@ pub struct Task {
 }
 
 pub struct Shared {
+    /// "interpreter" or "process": where calls run (error messages name it).
+    pub mode: &'static str,
     pub fallback: Option<Box<dyn Isolation>>,
+    /// Set once when the pool cannot run calls any more (a worker initializer failed): every
+    /// call then fails with `BrokenProcessPool` and this message.
+    pub broken: OnceLock<String>,
     /// Workers spinning for work (at most one), and calls settled so far: a submitter that finds
     /// a spinner hands it the main GIL for a moment, as the thread pools do (`runner.rs`).
     pub spinning: AtomicUsize,
@@ -75,6 +89,19 @@ fn func_key(py: Python<'_>, func: &Py<PyAny>) -> Option<(String, String)> {
 
 impl Isolation for WorkerPool {
     fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()> {
+        if let Some(msg) = self.shared.broken.get() {
+            return Err(broken_error(py, msg));
+        }
+        if job.timeout.is_some() && self.shared.mode != "process" {
+            // Only a process can be stopped: "auto" runs such a call in its process fallback.
+            return match &self.shared.fallback {
+                Some(fallback) => fallback.submit(py, job),
+                None => Err(PyValueError::new_err(format!(
+                    "a timeout needs isolation=\"process\" (a call in isolation={:?} cannot be stopped)",
+                    self.shared.mode
+                ))),
+            };
+        }
         let payload = match job.call() {
             None => None,
             Some(call) => {
@@ -170,10 +197,23 @@ impl Drop for WorkerPool {
 /// Settle a call's future from its reply (main GIL held).
 pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: Vec<u8>) {
     let Task { job, .. } = task;
-    if status == PANICKED {
-        let msg = String::from_utf8_lossy(&data).into_owned();
-        job.finish(py, Err(panic_error(Box::new(msg))));
-        return;
+    match status {
+        PANICKED => {
+            let msg = String::from_utf8_lossy(&data).into_owned();
+            job.finish(py, Err(panic_error(Box::new(msg))));
+            return;
+        }
+        CANCELLED => {
+            job.cancel(py);
+            return;
+        }
+        BROKEN => {
+            let msg = String::from_utf8_lossy(&data).into_owned();
+            let _ = shared.broken.set(msg.clone());
+            job.finish(py, Err(broken_error(py, &msg)));
+            return;
+        }
+        _ => {}
     }
     let func = job.call().map(|c| c.func.clone_ref(py));
     if status == UNLOADABLE {
@@ -189,7 +229,7 @@ pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: V
     }
     let decoded = crossing(py).and_then(|c| {
         c.getattr("decode")?
-            .call1((status, PyBytes::new(py, &data), func))?
+            .call1((status, PyBytes::new(py, &data), func, shared.mode))?
             .extract::<(bool, Py<PyAny>)>()
     });
     let result = match decoded {
@@ -201,18 +241,22 @@ pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: V
 }
 
 impl WorkerPool {
-    /// A pool whose `workers` threads each run `body(index, queue, shared)`. When a thread cannot
-    /// be started, `unstarted(n)` is told how many never ran their body, and the error raised.
+    /// A pool whose `workers` threads each run `body(index, queue, shared)` (counted in `LIVE`
+    /// until they return).
     pub fn start(
+        mode: &'static str,
         workers: usize,
         name_prefix: &str,
         fallback: Option<Box<dyn Isolation>>,
         body: impl Fn(usize, Receiver<Task>, Arc<Shared>) + Send + Sync + Clone + 'static,
-        unstarted: impl FnOnce(usize),
     ) -> PyResult<Self> {
+        // Counted before the threads start, so that the exit hook never misses one.
+        *LIVE.lock() += workers;
         let (tx, rx) = crossbeam_channel::unbounded::<Task>();
         let shared = Arc::new(Shared {
+            mode,
             fallback,
+            broken: OnceLock::new(),
             spinning: AtomicUsize::new(0),
             settled: AtomicUsize::new(0),
             handoff: Handoff::default(),
@@ -223,11 +267,14 @@ impl WorkerPool {
             let (rx, shared, body) = (rx.clone(), shared.clone(), body.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("{name_prefix}_{i}"))
-                .spawn(move || body(i, rx, shared));
+                .spawn(move || {
+                    body(i, rx, shared);
+                    live_ended(1);
+                });
             match spawned {
                 Ok(h) => threads.push(h),
                 Err(e) => {
-                    unstarted(workers - i);
+                    live_ended(workers - i);
                     return Err(PyRuntimeError::new_err(format!(
                         "could not start a worker thread: {e}"
                     )));
@@ -242,6 +289,27 @@ impl WorkerPool {
             workers,
         })
     }
+}
+
+/// Worker threads alive (and with them their subinterpreters or processes), process-wide: the
+/// exit hook waits for this to reach zero, so that work handed to a pool finishes (the rule of
+/// concurrent.futures) and every subinterpreter ends before the main interpreter finalizes.
+static LIVE: Mutex<usize> = Mutex::new(0);
+static LIVE_CHANGED: Condvar = Condvar::new();
+
+fn live_ended(n: usize) {
+    *LIVE.lock() -= n;
+    LIVE_CHANGED.notify_all();
+}
+
+/// Block (without the GIL) until every worker thread has ended.
+pub fn wait_all_ended(py: Python<'_>) {
+    py.detach(|| {
+        let mut live = LIVE.lock();
+        while *live > 0 {
+            LIVE_CHANGED.wait(&mut live);
+        }
+    });
 }
 
 /// Calls a worker ran, with their replies, waiting to be settled.
@@ -276,4 +344,36 @@ pub fn settle_and_claim<C: FromIterator<Task>>(
     next.into_iter()
         .filter_map(|mut task| task.job.claim(py).then_some(task))
         .collect()
+}
+
+pyo3::import_exception!(concurrent.futures.process, BrokenProcessPool);
+
+pub fn broken_error(py: Python<'_>, msg: &str) -> PyErr {
+    let _ = py;
+    BrokenProcessPool::new_err(msg.to_string())
+}
+
+/// An idle worker spins a little for the next call (one spinner at a time), so that a call that
+/// comes right away is taken without a thread wake-up.
+pub fn spin_for_work(rx: &Receiver<Task>, shared: &Shared) {
+    if shared
+        .spinning
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let start = Instant::now();
+    let mut n = 0u32;
+    while rx.is_empty() && start.elapsed() < SPIN {
+        // Mostly a pure spin (a yield costs a syscall per look), with a yield now and then so
+        // that a thread sharing this core still gets to run.
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(64) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    shared.spinning.store(0, Ordering::Release);
 }
