@@ -95,10 +95,10 @@ def test_cpu_executor_isolation_thread(cpu_executor: Any) -> None:
 
 
 def test_cpu_executor_default_isolation_is_auto(cpu_executor: Any) -> None:
-    """auto: subinterpreters where they are safe (3.13+), threads before."""
+    """auto: subinterpreters where they are safe (3.13+), worker processes before."""
     ex = rustpool.CpuExecutor()
     try:
-        assert ex.isolation == ("interpreter" if HAS_INTERPRETERS else "thread")
+        assert ex.isolation == ("interpreter" if HAS_INTERPRETERS else "process")
         assert ex.submit(add, 1, 2).result(WAIT) == 3
     finally:
         ex.shutdown()
@@ -812,7 +812,7 @@ def test_configure_isolation_auto(restore_defaults: None) -> None:
     rustpool.configure(isolation="thread")
     assert rustpool.default_cpu_executor().isolation == "thread"
     rustpool.configure(isolation="auto")
-    assert rustpool.default_cpu_executor().isolation == ("interpreter" if HAS_INTERPRETERS else "thread")
+    assert rustpool.default_cpu_executor().isolation == ("interpreter" if HAS_INTERPRETERS else "process")
 
 
 def test_configure_only_replaces_what_changed(restore_defaults: None) -> None:

@@ -1,7 +1,7 @@
-"""isolation="process": worker processes that survive crashes (issue 5, first part).
+"""isolation="process": worker processes that survive crashes.
 
-Calls cross as pickle bytes, as with subinterpreters; a worker that dies fails only the call it
-was running, with rustpool.WorkerCrashed naming the exit code or signal, and the pool goes on.
+Calls cross as pickle bytes, as with subinterpreters; a worker that dies (or is killed for a
+timeout, a cancel, or recycled) fails at most the call it was running, and the pool goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import itertools
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -32,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def proc(cpu_executor: Callable[..., rustpool.CpuExecutor]) -> Callable[..., rustpool.CpuExecutor]:
-    def make(workers: int = 2) -> rustpool.CpuExecutor:
-        return cpu_executor(workers, isolation="process")
+    def make(workers: int = 2, **options: Any) -> rustpool.CpuExecutor:
+        return cpu_executor(workers, isolation="process", **options)
 
     return make
 
@@ -168,6 +169,370 @@ def test_main_functions_run_in_worker_processes(tmp_path: Path) -> None:
     assert out.stdout.splitlines() == ["guard ran", "42 True"]
 
 
-def test_initializer_is_refused_for_now() -> None:
-    with pytest.raises(ValueError, match="initializer"):
-        rustpool.CpuExecutor(1, isolation="process", initializer=print)
+# --- failures that leave the pool usable -----------------------------------------------------
+
+
+def test_segfault_fails_only_its_call(proc: Any) -> None:
+    ex = proc(1)
+    with pytest.raises(rustpool.WorkerCrashed, match=r"signal 11 \(SIGSEGV\)"):
+        ex.submit(h.segfault).result(WAIT)
+    assert ex.submit(h.add, 2, 2).result(WAIT) == 4
+
+
+def test_crash_is_reported_within_a_second(proc: Any) -> None:
+    ex = proc(1)
+    ex.submit(h.add, 0, 0).result(WAIT)  # the worker is up
+    t0 = time.monotonic()
+    with pytest.raises(rustpool.WorkerCrashed):
+        ex.submit(h.kill_self).result(WAIT)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_unpicklable_argument_is_refused_at_submit_and_pool_goes_on(proc: Any) -> None:
+    import threading
+
+    ex = proc(1)
+    with pytest.raises(pickle.PicklingError, match="arguments of tests.proc_helpers.echo"):
+        ex.submit(h.echo, threading.Lock())
+    assert ex.submit(h.add, 1, 1).result(WAIT) == 2
+
+
+def test_unpicklable_result_raises_a_clear_error_and_pool_goes_on(proc: Any) -> None:
+    ex = proc(1)
+    with pytest.raises(TypeError, match="result of lock_result could not be pickled"):
+        ex.submit(h.lock_result).result(WAIT)
+    assert ex.submit(h.add, 1, 1).result(WAIT) == 2
+
+
+def test_function_the_worker_cannot_import_raises_worker_unsupported(proc: Any, tmp_path: Path) -> None:
+    # A module importable here only through a path the worker was not started with.
+    (tmp_path / "only_here.py").write_text("def f():\n    return 1\n")
+    ex = proc(1)  # started before the path is added: workers keep the sys.path of that moment
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import only_here  # type: ignore[import-not-found]
+
+        with pytest.raises(rustpool.WorkerUnsupported, match="cannot be loaded in a worker process") as excinfo:
+            ex.submit(only_here.f).result(WAIT)
+        assert "only_here" in str(excinfo.value)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("only_here", None)
+    assert ex.submit(h.add, 1, 1).result(WAIT) == 2
+
+
+# --- initializer ---------------------------------------------------------------------------------
+
+
+def test_initializer_runs_in_each_worker_process(proc: Any) -> None:
+    ex = proc(2, initializer=h.remember, initargs=("greeting", "hello"))
+    results = [ex.submit(h.recall, "greeting") for _ in range(8)]
+    values = {f.result(WAIT) for f in results}
+    assert {v for v, _ in values} == {"hello"}
+    assert os.getpid() not in {pid for _, pid in values}
+
+
+def test_initializer_runs_again_in_a_replacement_worker(proc: Any) -> None:
+    ex = proc(1, initializer=h.remember, initargs=("k", 7))
+    with pytest.raises(rustpool.WorkerCrashed):
+        ex.submit(h.exit_with, 1).result(WAIT)
+    assert ex.submit(h.recall, "k").result(WAIT)[0] == 7
+
+
+def test_failing_initializer_breaks_the_pool(proc: Any) -> None:
+    ex = proc(1, initializer=h.broken_initializer)
+    with pytest.raises(BrokenProcessPool, match="the initializer broke"):
+        ex.submit(h.add, 1, 1).result(WAIT)
+    with pytest.raises(BrokenProcessPool, match="initializer"):
+        ex.submit(h.add, 1, 1)
+
+
+def test_unpicklable_initializer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)
+    with pytest.raises(pickle.PicklingError, match="lambda"):
+        rustpool.CpuExecutor(1, isolation="process", initializer=lambda: None)
+
+
+# --- timeouts and kill on cancel ---------------------------------------------------------------
+
+
+def test_timeout_kills_the_worker_and_raises_timeout_error(proc: Any) -> None:
+    ex = proc(1)
+    first_pid = ex.submit(h.pid).result(WAIT)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"sleep_then.*timeout of 0.2s.*killed"):
+        ex.options(timeout=0.2).submit(h.sleep_then, 30, 1).result(WAIT)
+    assert time.monotonic() - t0 < 5
+    assert not _alive(first_pid)
+    # A new worker takes the next calls; a call within its timeout is unaffected.
+    assert ex.options(timeout=10).submit(h.sleep_then, 0.01, 5).result(WAIT) == 5
+    assert ex.submit(h.pid).result(WAIT) != first_pid
+
+
+def test_timeout_counts_from_the_start_of_the_call_not_the_queue(proc: Any) -> None:
+    ex = proc(1)
+    ex.submit(h.add, 0, 0).result(WAIT)
+    slow = ex.submit(h.sleep_then, 0.5, 1)
+    # Queued behind 0.5 s of work, each of these takes 0.1 s: within a 0.4 s timeout.
+    quick = [ex.options(timeout=0.4).submit(h.sleep_then, 0.1, i) for i in range(3)]
+    assert slow.result(WAIT) == 1
+    assert [f.result(WAIT) for f in quick] == [0, 1, 2]
+
+
+def test_timeout_fails_only_its_call_with_others_in_flight(proc: Any) -> None:
+    ex = proc(2)
+    others = [ex.submit(h.sleep_then, 0.1, i) for i in range(6)]
+    stuck = ex.options(timeout=0.3).submit(h.sleep_then, 30, -1)
+    more = [ex.submit(h.sleep_then, 0.05, i) for i in range(6, 10)]
+    with pytest.raises(TimeoutError):
+        stuck.result(WAIT)
+    assert [f.result(WAIT) for f in others + more] == list(range(10))
+
+
+def test_awaited_call_with_timeout(proc: Any) -> None:
+    ex = proc(1)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await ex.options(timeout=0.2).run(h.sleep_then, 30, 1)
+        assert await ex.options(timeout=5).run(h.add, 2, 3) == 5
+
+    asyncio.run(main())
+
+
+def test_timeout_keyword_of_the_function_is_left_alone(proc: Any) -> None:
+    # `timeout` given to submit/run goes to fn, as Executor.submit's contract says.
+    ex = proc(1)
+    assert ex.submit(h.echo, 1, timeout=3).result(WAIT) == ((1,), {"timeout": 3})
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf")])
+def test_bad_timeouts_are_refused(proc: Any, timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        proc(1).options(timeout=timeout)
+
+
+def test_timeout_needs_a_mode_that_can_stop_a_call(cpu_executor: Any) -> None:
+    with pytest.raises(ValueError, match='timeout needs isolation="process"'):
+        cpu_executor(1, isolation="thread").options(timeout=1)
+
+
+def test_cancelling_an_awaited_call_kills_its_worker_when_asked(proc: Any, tmp_path: Path) -> None:
+    ex = proc(1, kill_on_cancel=True)
+    marker = tmp_path / "started"
+
+    async def main() -> int:
+        pid = await ex.run(h.pid)
+        task = asyncio.ensure_future(ex.run(h.touch_then_sleep, str(marker), 30))
+        deadline = time.monotonic() + WAIT
+        while not marker.exists():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pid
+
+    pid = asyncio.run(main())
+    deadline = time.monotonic() + 2
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(pid)
+    assert ex.submit(h.add, 1, 2).result(WAIT) == 3
+
+
+def test_cancelling_an_awaited_call_lets_it_finish_by_default(proc: Any, tmp_path: Path) -> None:
+    ex = proc(1)
+    marker = tmp_path / "started"
+
+    async def main() -> int:
+        pid = await ex.run(h.pid)
+        task = asyncio.ensure_future(ex.run(h.touch_then_sleep, str(marker), 0.3))
+        while not marker.exists():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pid
+
+    pid = asyncio.run(main())
+    assert ex.submit(h.pid).result(WAIT) == pid  # the same worker, not killed
+
+
+# --- recycling ---------------------------------------------------------------------------------
+
+
+def test_max_tasks_per_child_replaces_workers(proc: Any) -> None:
+    ex = proc(1, max_tasks_per_child=3)
+    pids = [ex.submit(h.pid).result(WAIT) for _ in range(9)]
+    assert [len(set(pids[i : i + 3])) for i in (0, 3, 6)] == [1, 1, 1]
+    assert len(set(pids)) == 3
+    # Also when calls arrive together (they are sent in batches).
+    pids = [f.result(WAIT) for f in [ex.submit(h.pid) for _ in range(9)]]
+    assert max(pids.count(p) for p in set(pids)) <= 3
+
+
+def test_max_memory_per_child_replaces_a_worker_that_grew(proc: Any) -> None:
+    ex = proc(1, max_memory_per_child=200 << 20)
+    first = ex.submit(h.grow, 1).result(WAIT)
+    assert ex.submit(h.grow, 1).result(WAIT) == first  # still small: kept
+    assert ex.submit(h.grow, 300).result(WAIT) == first  # the call that grew it completes...
+    assert ex.submit(h.pid).result(WAIT) != first  # ...then the worker is replaced
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("max_tasks_per_child", 0), ("max_memory_per_child", 0)]
+)
+def test_bad_recycling_options_are_refused(option: str, value: int) -> None:
+    with pytest.raises(ValueError, match=option):
+        rustpool.CpuExecutor(1, isolation="process", **{option: value})
+
+
+@pytest.mark.parametrize("option", ["max_tasks_per_child", "max_memory_per_child", "kill_on_cancel"])
+def test_process_options_are_refused_in_thread_mode(option: str) -> None:
+    with pytest.raises(ValueError, match=f'{option} needs isolation="process"'):
+        rustpool.CpuExecutor(1, isolation="thread", **{option: True if option == "kill_on_cancel" else 5})
+
+
+@pytest.mark.parametrize("option", ["max_tasks_per_child", "kill_on_cancel", "initializer"])
+def test_auto_with_a_process_option_picks_processes(cpu_executor: Any, option: str) -> None:
+    value = {"max_tasks_per_child": 5, "kill_on_cancel": True, "initializer": h.pid}[option]
+    ex = cpu_executor(1, isolation="auto", **{option: value})
+    assert ex.isolation == "process"
+    assert ex.submit(h.pid).result(WAIT) != os.getpid()
+
+
+# --- auto ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="3.13+: auto is subinterpreters (tests/test_interpreter.py)")
+def test_auto_is_processes_before_3_13(cpu_executor: Any) -> None:
+    ex = cpu_executor(1, isolation="auto")
+    assert ex.isolation == "process"
+    assert ex.submit(h.pid).result(WAIT) != os.getpid()
+
+
+def test_auto_runs_unpicklable_calls_on_threads(cpu_executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)
+    ex = cpu_executor(1, isolation="auto", max_tasks_per_child=100)  # processes on every version
+    lock = threading.Lock()
+    assert ex.submit(lambda x: (x, os.getpid()), lock).result(WAIT) == (lock, os.getpid())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="subinterpreters need CPython 3.13+")
+def test_auto_runs_timed_calls_in_processes_on_3_13(cpu_executor: Any) -> None:
+    ex = cpu_executor(1, isolation="auto")
+    assert ex.isolation == "interpreter"
+    assert ex.options(timeout=5).submit(h.pid).result(WAIT) != os.getpid()
+    with pytest.raises(TimeoutError):
+        ex.options(timeout=0.2).submit(h.sleep_then, 30, 1).result(WAIT)
+
+
+def test_unguarded_main_cannot_start_workers_in_a_worker(tmp_path: Path) -> None:
+    """A script without a main guard: loading it in a worker would make its pool again (and
+    again). As with multiprocessing's spawn, that is refused, with a message saying why."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, rustpool
+
+            def where():
+                return os.getpid()
+
+            ex = rustpool.CpuExecutor(1, isolation="process")
+            try:
+                ex.submit(where).result(60)
+            except rustpool.WorkerUnsupported as e:
+                print("refused:", "__name__" in str(e))
+            ex.shutdown()
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["refused: True"]
+
+
+# --- map and amap --------------------------------------------------------------------------------
+
+
+def test_map_auto_chunksize_sends_batches(proc: Any) -> None:
+    ex = proc(2, max_tasks_per_child=4)
+    # 80 calls, 2 workers: 8 batches of 10, so at most 4 batches (not 4 calls) per process.
+    pids = list(ex.map(h.pid_of, range(80)))
+    assert len(set(pids)) <= 80 // 10
+    assert list(ex.map(h.add, range(50), range(50))) == [2 * i for i in range(50)]
+    assert list(ex.map(h.add, [], [])) == []
+
+
+def test_map_chunksize_must_be_positive_int_or_auto(proc: Any) -> None:
+    ex = proc(1)
+    with pytest.raises(ValueError, match="chunksize"):
+        ex.map(h.add, [1], [1], chunksize=0)
+    with pytest.raises(TypeError, match="chunksize"):
+        ex.map(h.add, [1], [1], chunksize="big")
+
+
+def test_amap_in_order_and_as_completed(proc: Any) -> None:
+    ex = proc(2)
+    delays = [0.3, 0.0, 0.15, 0.0]
+
+    async def main() -> tuple[list[int], list[int]]:
+        ordered = [r async for r in ex.amap(h.sleep_then, delays, range(4))]
+        done = [r async for r in ex.amap(h.sleep_then, delays, range(4), ordered=False)]
+        return ordered, done
+
+    ordered, done = asyncio.run(main())
+    assert ordered == [0, 1, 2, 3]
+    assert sorted(done) == [0, 1, 2, 3] and done != [0, 1, 2, 3]
+
+
+def test_amap_bounds_calls_in_flight_and_pulls_lazily(proc: Any) -> None:
+    ex = proc(2)
+    pulled: list[int] = []
+
+    def source() -> Any:
+        for i in range(40):
+            pulled.append(i)
+            yield i
+
+    async def main() -> list[int]:
+        out = []
+        async for r in ex.amap(h.add, source(), itertools.repeat(0), limit=3):
+            # Never more than `limit` calls ahead of what was consumed.
+            assert len(pulled) - len(out) <= 3
+            out.append(r)
+        return out
+
+    assert asyncio.run(main()) == list(range(40))
+
+
+def test_amap_takes_async_iterables_and_raises_in_place(proc: Any) -> None:
+    ex = proc(1)
+
+    async def numbers() -> Any:
+        for i in range(5):
+            yield i
+
+    async def main() -> list[int]:
+        out = []
+        with pytest.raises(ValueError, match="boom 3"):
+            async for r in ex.amap(h.fail_on, numbers(), itertools.repeat(3)):
+                out.append(r)
+        return out
+
+    assert asyncio.run(main()) == [0, 1, 2]
+
+
+def test_amap_with_timeout_option(proc: Any) -> None:
+    ex = proc(1)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            async for _ in ex.options(timeout=0.2).amap(h.sleep_then, [0.0, 30], [1, 2]):
+                pass
+
+    asyncio.run(main())

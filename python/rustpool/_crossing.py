@@ -267,8 +267,11 @@ def _serve(rfd, wfd):
 
     def send(status, data):
         out = memoryview(struct.pack("<IB", len(data), status) + data)
-        while out:
-            out = out[os.write(wfd, out):]
+        try:
+            while out:
+                out = out[os.write(wfd, out):]
+        except BrokenPipeError:
+            raise SystemExit(0)  # the pool let this worker go before it read the reply
 
     boot = frame()
     if boot is None:
