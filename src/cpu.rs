@@ -84,7 +84,9 @@ impl CpuPool {
             return Err(PyValueError::new_err("max_tasks_per_child must be >= 1"));
         }
         if max_memory_per_child == Some(0) {
-            return Err(PyValueError::new_err("max_memory_per_child must be > 0 bytes"));
+            return Err(PyValueError::new_err(
+                "max_memory_per_child must be > 0 bytes",
+            ));
         }
         let only = ProcessOnly {
             max_tasks_per_child,
@@ -132,7 +134,11 @@ impl CpuPool {
             let init = init.clone();
             Box::new(Lazy::new(move |py| {
                 let setup = thread_setup(py, &init.0, &init.1, &init.2);
-                Ok(Box::new(ThreadIsolation::new(max_workers, prefix.clone(), setup)?))
+                Ok(Box::new(ThreadIsolation::new(
+                    max_workers,
+                    prefix.clone(),
+                    setup,
+                )?))
             }))
         };
         let process_options = move || process::Options {

@@ -125,7 +125,10 @@ impl CancelWatch {
 #[pymethods]
 impl CancelWatch {
     fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
-        if fut.call_method0(intern!(fut.py(), "cancelled"))?.is_truthy()? {
+        if fut
+            .call_method0(intern!(fut.py(), "cancelled"))?
+            .is_truthy()?
+        {
             self.flag.store(true, Ordering::Release);
         }
         Ok(())

@@ -97,7 +97,8 @@ impl<S: Spawn> Scheduler<S> {
     pub fn submit(self: &Arc<Self>, py: Python<'_>, job: Job) -> PyResult<()> {
         // A job another pool already claimed cannot go back to its submitter: settle it here.
         let claimed = job.claimed;
-        self.try_submit(py, job).map_err(|(err, job)| {
+        self.try_submit(py, job).map_err(|failed| {
+            let (err, job) = *failed;
             if claimed {
                 job.fail(py, err.clone_ref(py));
             }
@@ -105,24 +106,24 @@ impl<S: Spawn> Scheduler<S> {
         })
     }
 
-    fn try_submit(self: &Arc<Self>, py: Python<'_>, job: Job) -> Result<(), (PyErr, Job)> {
+    fn try_submit(self: &Arc<Self>, py: Python<'_>, job: Job) -> Result<(), Box<(PyErr, Job)>> {
         if let Some(msg) = self.broken.get() {
-            return Err(((self.broken_error)(msg.clone()), job));
+            return Err(Box::new(((self.broken_error)(msg.clone()), job)));
         }
         if crate::attach::exiting() {
-            return Err((
+            return Err(Box::new((
                 PyRuntimeError::new_err("cannot schedule new futures after interpreter shutdown"),
                 job,
-            ));
+            )));
         }
         let (spawn, handoff) = {
             let mut st = self.state.lock();
             if st.shutdown {
                 drop(st);
-                return Err((
+                return Err(Box::new((
                     PyRuntimeError::new_err("cannot schedule new futures after shutdown"),
                     job,
-                ));
+                )));
             }
             st.queue.push_back(job);
             self.queued.store(st.queue.len(), Ordering::Release);

@@ -16,8 +16,8 @@
 //! before either sleeps, so a short call costs no thread wake-up on either side.
 
 use super::workers::{
-    crossing, settle_and_claim, spin_for_work, take_calls, Done, Shared, Task, WorkerPool,
-    BROKEN, CANCELLED, CRASHED, PANICKED, TIMED_OUT,
+    crossing, settle_and_claim, spin_for_work, take_calls, Done, Shared, Task, WorkerPool, BROKEN,
+    CANCELLED, CRASHED, PANICKED, TIMED_OUT,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -149,7 +149,9 @@ impl Child {
                 sleep = Some(sleep.map_or(left, |s| s.min(left)));
             }
             // Round up to whole milliseconds: a poll that ends early would only loop again.
-            let ms = sleep.map_or(-1, |s| s.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
+            let ms = sleep.map_or(-1, |s| {
+                s.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            });
             if readable(fd, ms) {
                 return Wait::Ready;
             }
