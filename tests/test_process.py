@@ -536,3 +536,14 @@ def test_amap_with_timeout_option(proc: Any) -> None:
                 pass
 
     asyncio.run(main())
+
+
+def test_ctrl_c_reaches_the_caller_not_the_workers(proc: Any) -> None:
+    """SIGINT (Ctrl-C reaches the whole process group) must not kill a call half-way in a worker."""
+    ex = proc(1)
+    pid = ex.submit(h.pid).result(WAIT)
+    f = ex.submit(h.sleep_then, 0.3, 9)
+    time.sleep(0.1)
+    os.kill(pid, signal.SIGINT)
+    assert f.result(WAIT) == 9
+    assert ex.submit(h.pid).result(WAIT) == pid

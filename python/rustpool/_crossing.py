@@ -230,6 +230,10 @@ import select, struct, time
 _SPIN = 0.0002
 
 def _boot(payload):
+    # Ctrl-C in a terminal reaches the whole process group: it is the caller's to handle (its
+    # pools shut down and this worker sees EOF); a call must not die of it half-way.
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys_path, main_name, main_path, init = pickle.loads(payload)
     _setup(sys_path, main_name, main_path)
     if init is not None:

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 from ._crossing import RemoteTraceback, WorkerUnsupported
 
 __all__ = [
+    "CallOptions",
     "CpuExecutor",
     "RemoteTraceback",
     "ThreadExecutor",
@@ -45,6 +46,10 @@ class ThreadExecutor:
 
 
 class CpuExecutor(ThreadExecutor):
+    pass
+
+
+class CallOptions(ThreadExecutor):
     pass
 
 
