@@ -16,9 +16,9 @@ standard-library anchor. While each workload runs, a 1 ms ticker (``asyncio.slee
 loop) measures how late the event loop wakes it: the "loop lag".
 
 Honest limits, printed again under the table: run_cpu's isolation is "interpreter" on CPython
-3.13+ (subinterpreters with their own GIL: pure-Python code runs in parallel) and "thread" before
-(threads of this interpreter, which run work in parallel only while it releases the GIL: hashlib,
-zlib, numpy, ...; pure-Python code gets about 1x, and a process pool remains the tool for that). The machine is shared and noisy: read the ratios, not the absolute figures.
+3.13+ (subinterpreters with their own GIL) and "process" before (rustpool's own worker processes);
+both run pure-Python code in parallel, and the call and its result cross as pickle bytes. The
+machine is shared and noisy: read the ratios, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ async def main() -> list[tuple[str, ...]]:
         r = await measure(gathered(rustpool.run_cpu, fib, fj), 3)
         t = await measure(gathered(on(tpe_cpu), fib, fj), 3)
         p = await measure(gathered(on(ppe), fib, fj), 3)
-        gain = "" if rp_cpu.isolation == "interpreter" else " (no gain)"
+        gain = " (no gain)" if rp_cpu.isolation == "thread" else ""
         row(f"CPU, pure Python: fib({FIB_N}) x {JOBS} (wall) [a]", ms(r), "-", ms(t), ms(p), ms(s),
             ratio=f"{x(p, r)} vs processes; {x(s, r)} vs serial{gain}")
         row("  loop lag p99 during fib", lag(r), "-", lag(t), lag(p), lag(s))
@@ -277,7 +277,12 @@ ISOLATION_NOTE = {
     "thread": (
         '[a] run_cpu runs with isolation="thread" here (CPython < 3.13): threads of this interpreter. It parallelises\n'
         "    only work that releases the GIL (hashlib, zlib, numpy); pure-Python code gets ~1x and lags the loop\n"
-        "    like any thread pool. On CPython 3.13+ run_cpu uses subinterpreters with their own GIL instead.\n"
+        "    like any thread pool.\n"
+    ),
+    "process": (
+        '[a] run_cpu runs with isolation="process" here (CPython < 3.13): rustpool\'s own worker processes (fresh\n'
+        "    interpreters fed over pipes from Rust, one per core), so pure-Python code runs in parallel; the call and\n"
+        "    its result cross as pickle bytes. On CPython 3.13+ run_cpu uses subinterpreters with their own GIL.\n"
     ),
     "interpreter": (
         '[a] run_cpu runs with isolation="interpreter" here (CPython 3.13+): one subinterpreter with its own GIL per\n'

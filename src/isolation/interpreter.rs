@@ -189,10 +189,12 @@ unsafe fn serve(
 ) {
     let mut done: Done = Vec::new();
     loop {
-        if done.is_empty() {
-            spin_for_work(rx, shared);
-        }
-        let Some(next) = take_calls(rx, workers, done.is_empty()) else {
+        let first = if done.is_empty() {
+            spin_for_work(rx, shared)
+        } else {
+            None
+        };
+        let Some(next) = take_calls(rx, workers, done.is_empty(), first) else {
             return;
         };
         let claimed: Vec<Task> =

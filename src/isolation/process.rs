@@ -283,10 +283,12 @@ fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, w
     let mut child = Child::spawn(boot).ok();
     let mut done: Done = Vec::new();
     loop {
-        if done.is_empty() {
-            spin_for_work(rx, shared);
-        }
-        let Some(next) = take_calls(rx, workers, done.is_empty()) else {
+        let first = if done.is_empty() {
+            spin_for_work(rx, shared)
+        } else {
+            None
+        };
+        let Some(next) = take_calls(rx, workers, done.is_empty(), first) else {
             break;
         };
         let mut claimed: VecDeque<Task> =

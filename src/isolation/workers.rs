@@ -62,9 +62,12 @@ pub struct Shared {
     /// Set once when the pool cannot run calls any more (a worker initializer failed): every
     /// call then fails with `BrokenProcessPool` and this message.
     pub broken: OnceLock<String>,
-    /// Workers spinning for work (at most one), and calls settled so far: a submitter that finds
-    /// a spinner hands it the main GIL for a moment, as the thread pools do (`runner.rs`).
+    /// Whether a worker spins for work (`IDLE`, `SPINNING`, or `PROMISED`: a submitter claimed
+    /// it and sends it the call on `direct`), and calls settled so far: a submitter that finds a
+    /// spinning worker hands it the call and the main GIL for a moment, as the thread pools do
+    /// (`runner.rs`).
     pub spinning: AtomicUsize,
+    pub direct: (Sender<Task>, Receiver<Task>),
     pub settled: AtomicUsize,
     pub handoff: Handoff,
     /// (module, qualname) of functions that could not be loaded in a subinterpreter: under
@@ -128,18 +131,30 @@ impl Isolation for WorkerPool {
                 }
             }
         };
-        let handoff = self.shared.spinning.load(Ordering::Acquire) > 0
-            && self.rx.is_empty()
-            && self.shared.handoff.should_try();
         let before = self.shared.settled.load(Ordering::Acquire);
+        let direct;
         {
             let tx = self.tx.lock();
             let refused = || PyRuntimeError::new_err("cannot schedule new futures after shutdown");
             let Some(tx) = tx.as_ref() else {
                 return Err(refused());
             };
-            tx.send(Task { payload, job }).map_err(|_| refused())?;
+            let task = Task { payload, job };
+            // A worker spinning idle with nothing queued: give the call to it alone (sending on
+            // the queue would also wake a sleeping worker, which then races it).
+            direct = self.rx.is_empty()
+                && self
+                    .shared
+                    .spinning
+                    .compare_exchange(SPINNING, PROMISED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+            if direct {
+                let _ = self.shared.direct.0.send(task);
+            } else {
+                tx.send(task).map_err(|_| refused())?;
+            }
         }
+        let handoff = direct && self.shared.handoff.should_try();
         if handoff {
             self.shared.handoff.wait(py, HANDOFF, || {
                 self.shared.settled.load(Ordering::Acquire) != before
@@ -257,7 +272,8 @@ impl WorkerPool {
             mode,
             fallback,
             broken: OnceLock::new(),
-            spinning: AtomicUsize::new(0),
+            spinning: AtomicUsize::new(IDLE),
+            direct: crossbeam_channel::unbounded(),
             settled: AtomicUsize::new(0),
             handoff: Handoff::default(),
             refused: Mutex::new(HashSet::new()),
@@ -315,12 +331,17 @@ pub fn wait_all_ended(py: Python<'_>) {
 /// Calls a worker ran, with their replies, waiting to be settled.
 pub type Done = Vec<(Task, i64, Vec<u8>)>;
 
-/// The next calls for a worker: when it has nothing to settle (`wait`) it first waits for one;
-/// then it adds a share of a long queue, small enough that the other workers still get theirs.
-/// None once the pool is shut down and its queue is empty.
-pub fn take_calls(rx: &Receiver<Task>, workers: usize, wait: bool) -> Option<Vec<Task>> {
-    let mut next = Vec::new();
-    if wait {
+/// The next calls for a worker: `first` (handed to it while it spun), or when it has nothing to
+/// settle (`wait`) it first waits for one; then it adds a share of a long queue, small enough that
+/// the other workers still get theirs. None once the pool is shut down and its queue is empty.
+pub fn take_calls(
+    rx: &Receiver<Task>,
+    workers: usize,
+    wait: bool,
+    first: Option<Task>,
+) -> Option<Vec<Task>> {
+    let mut next: Vec<Task> = first.into_iter().collect();
+    if wait && next.is_empty() {
         next.push(rx.recv().ok()?);
     }
     let share = (rx.len() / (2 * workers)).min(MAX_BATCH - 1);
@@ -353,19 +374,26 @@ pub fn broken_error(py: Python<'_>, msg: &str) -> PyErr {
     BrokenProcessPool::new_err(msg.to_string())
 }
 
+pub const IDLE: usize = 0;
+pub const SPINNING: usize = 1;
+pub const PROMISED: usize = 2;
+
 /// An idle worker spins a little for the next call (one spinner at a time), so that a call that
-/// comes right away is taken without a thread wake-up.
-pub fn spin_for_work(rx: &Receiver<Task>, shared: &Shared) {
+/// comes right away is taken without a thread wake-up. Returns the call a submitter handed it.
+pub fn spin_for_work(rx: &Receiver<Task>, shared: &Shared) -> Option<Task> {
     if shared
         .spinning
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(IDLE, SPINNING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        return;
+        return None;
     }
     let start = Instant::now();
     let mut n = 0u32;
-    while rx.is_empty() && start.elapsed() < SPIN {
+    while rx.is_empty()
+        && shared.spinning.load(Ordering::Acquire) == SPINNING
+        && start.elapsed() < SPIN
+    {
         // Mostly a pure spin (a yield costs a syscall per look), with a yield now and then so
         // that a thread sharing this core still gets to run.
         n = n.wrapping_add(1);
@@ -375,5 +403,15 @@ pub fn spin_for_work(rx: &Receiver<Task>, shared: &Shared) {
             std::hint::spin_loop();
         }
     }
-    shared.spinning.store(0, Ordering::Release);
+    if shared
+        .spinning
+        .compare_exchange(SPINNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        return None;
+    }
+    // A submitter claimed this worker: its call is on the way (it sends right after the claim).
+    let task = shared.direct.1.recv().ok();
+    shared.spinning.store(IDLE, Ordering::Release);
+    task
 }
