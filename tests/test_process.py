@@ -547,3 +547,15 @@ def test_ctrl_c_reaches_the_caller_not_the_workers(proc: Any) -> None:
     os.kill(pid, signal.SIGINT)
     assert f.result(WAIT) == 9
     assert ex.submit(h.pid).result(WAIT) == pid
+
+
+def test_a_worker_killed_while_idle_is_replaced_without_failing_a_call(proc: Any) -> None:
+    ex = proc(1)
+    pid = ex.submit(h.pid).result(WAIT)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + WAIT
+    while _alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert ex.submit(h.add, 1, 2).result(WAIT) == 3
+    assert ex.submit(h.pid).result(WAIT) != pid

@@ -325,6 +325,12 @@ fn run_some(
         done.push((task, PANICKED, msg));
         return;
     }
+    // A child that died while idle (killed from outside, say) is replaced; no call fails for it.
+    if let Some(mut c) = child.take() {
+        if matches!(c.process.try_wait(), Ok(None)) {
+            *child = Some(c);
+        }
+    }
     let mut c = match child.take() {
         Some(c) => c,
         None => match Child::spawn(boot) {
