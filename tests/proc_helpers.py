@@ -84,3 +84,10 @@ def fail_on(value: int, bad: int) -> int:
     if value == bad:
         raise ValueError(f"boom {value}")
     return value
+
+
+def numpy_pid() -> int:
+    """Imports numpy (which refuses subinterpreters) inside the call; the process that ran it."""
+    import numpy  # noqa: F401
+
+    return os.getpid()

@@ -430,6 +430,15 @@ def test_auto_runs_timed_calls_in_processes_on_3_13(cpu_executor: Any) -> None:
         ex.options(timeout=0.2).submit(h.sleep_then, 30, 1).result(WAIT)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="subinterpreters need CPython 3.13+")
+def test_auto_runs_calls_that_refuse_subinterpreters_in_processes(cpu_executor: Any) -> None:
+    pytest.importorskip("numpy", reason="numpy (requirements-dev.txt): a module that refuses subinterpreters")
+    ex = cpu_executor(1, isolation="auto")
+    assert ex.isolation == "interpreter"
+    assert ex.submit(h.numpy_pid).result(WAIT) != os.getpid()
+    assert ex.submit(h.numpy_pid).result(WAIT) != os.getpid()  # remembered: straight to processes
+
+
 def test_unguarded_main_cannot_start_workers_in_a_worker(tmp_path: Path) -> None:
     """A script without a main guard: loading it in a worker would make its pool again (and
     again). As with multiprocessing's spawn, that is refused, with a message saying why."""

@@ -2,9 +2,9 @@
 
 - ``await to_thread(fn, *args, **kwargs)``: blocking I/O on an elastic pool of threads owned by
   Rust (tokio's blocking pool), with the contract of ``asyncio.to_thread``.
-- ``await run_cpu(fn, *args, **kwargs)``: CPU work on a bounded pool (one worker per core); on
-  CPython 3.13+ the workers are subinterpreters with their own GIL, so pure-Python code runs in
-  parallel.
+- ``await run_cpu(fn, *args, **kwargs)``: CPU work on a bounded pool (one worker per core); the
+  workers are subinterpreters with their own GIL on CPython 3.13+ and worker processes before, so
+  pure-Python code runs in parallel.
 - ``ThreadExecutor`` / ``CpuExecutor``: ``concurrent.futures`` executors over the same pools, for
   plain scripts, ``loop.run_in_executor`` and ``loop.set_default_executor``; ``await pool.run(...)``
   is their awaitable form.

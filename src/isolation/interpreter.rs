@@ -13,7 +13,7 @@
 //! exit hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, settle_and_claim, spin_for_work, take_calls, Done, Shared, Task, WorkerPool,
+    crossing, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool,
     PANICKED, UNLOADABLE,
 };
 use super::Isolation;
@@ -189,12 +189,7 @@ unsafe fn serve(
 ) {
     let mut done: Done = Vec::new();
     loop {
-        let first = if done.is_empty() {
-            spin_for_work(rx, shared)
-        } else {
-            None
-        };
-        let Some(next) = take_calls(rx, workers, done.is_empty(), first) else {
+        let Some(next) = next_calls(rx, shared, workers, done.is_empty()) else {
             return;
         };
         let claimed: Vec<Task> =

@@ -16,7 +16,7 @@
 //! before either sleeps, so a short call costs no thread wake-up on either side.
 
 use super::workers::{
-    crossing, settle_and_claim, spin_for_work, take_calls, Done, Shared, Task, WorkerPool, BROKEN,
+    crossing, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, BROKEN,
     CANCELLED, CRASHED, PANICKED, TIMED_OUT,
 };
 use pyo3::prelude::*;
@@ -283,12 +283,7 @@ fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, w
     let mut child = Child::spawn(boot).ok();
     let mut done: Done = Vec::new();
     loop {
-        let first = if done.is_empty() {
-            spin_for_work(rx, shared)
-        } else {
-            None
-        };
-        let Some(next) = take_calls(rx, workers, done.is_empty(), first) else {
+        let Some(next) = next_calls(rx, shared, workers, done.is_empty()) else {
             break;
         };
         let mut claimed: VecDeque<Task> =

@@ -331,18 +331,21 @@ pub fn wait_all_ended(py: Python<'_>) {
 /// Calls a worker ran, with their replies, waiting to be settled.
 pub type Done = Vec<(Task, i64, Vec<u8>)>;
 
-/// The next calls for a worker: `first` (handed to it while it spun), or when it has nothing to
-/// settle (`wait`) it first waits for one; then it adds a share of a long queue, small enough that
-/// the other workers still get theirs. None once the pool is shut down and its queue is empty.
-pub fn take_calls(
+/// The next calls for a worker. When it has nothing to settle (`idle`) it spins a little for a
+/// call, then waits for one; then it adds a share of a long queue, small enough that the other
+/// workers still get theirs. None once the pool is shut down and its queue is empty.
+pub fn next_calls(
     rx: &Receiver<Task>,
+    shared: &Shared,
     workers: usize,
-    wait: bool,
-    first: Option<Task>,
+    idle: bool,
 ) -> Option<Vec<Task>> {
-    let mut next: Vec<Task> = first.into_iter().collect();
-    if wait && next.is_empty() {
-        next.push(rx.recv().ok()?);
+    let mut next: Vec<Task> = Vec::new();
+    if idle {
+        match spin_for_work(rx, shared) {
+            Some(task) => next.push(task),
+            None => next.push(rx.recv().ok()?),
+        }
     }
     let share = (rx.len() / (2 * workers)).min(MAX_BATCH - 1);
     let want = if next.is_empty() { share.max(1) } else { share };
@@ -380,7 +383,7 @@ pub const PROMISED: usize = 2;
 
 /// An idle worker spins a little for the next call (one spinner at a time), so that a call that
 /// comes right away is taken without a thread wake-up. Returns the call a submitter handed it.
-pub fn spin_for_work(rx: &Receiver<Task>, shared: &Shared) -> Option<Task> {
+fn spin_for_work(rx: &Receiver<Task>, shared: &Shared) -> Option<Task> {
     if shared
         .spinning
         .compare_exchange(IDLE, SPINNING, Ordering::AcqRel, Ordering::Acquire)
