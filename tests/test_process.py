@@ -317,13 +317,12 @@ def test_timeout_needs_a_mode_that_can_stop_a_call(cpu_executor: Any) -> None:
         cpu_executor(1, isolation="thread").options(timeout=1)
 
 
-def test_cancelling_an_awaited_call_kills_its_worker_when_asked(proc: Any, tmp_path: Path) -> None:
-    ex = proc(1, kill_on_cancel=True)
-    marker = tmp_path / "started"
+def cancel_while_running(ex: rustpool.CpuExecutor, marker: Path, seconds: float) -> int:
+    """Await a call that runs ``seconds``, cancel it once it has started; the worker's pid."""
 
     async def main() -> int:
         pid = await ex.run(h.pid)
-        task = asyncio.ensure_future(ex.run(h.touch_then_sleep, str(marker), 30))
+        task = asyncio.ensure_future(ex.run(h.touch_then_sleep, str(marker), seconds))
         deadline = time.monotonic() + WAIT
         while not marker.exists():
             assert time.monotonic() < deadline
@@ -333,7 +332,12 @@ def test_cancelling_an_awaited_call_kills_its_worker_when_asked(proc: Any, tmp_p
             await task
         return pid
 
-    pid = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_cancelling_an_awaited_call_kills_its_worker_when_asked(proc: Any, tmp_path: Path) -> None:
+    ex = proc(1, kill_on_cancel=True)
+    pid = cancel_while_running(ex, tmp_path / "started", 30)
     deadline = time.monotonic() + 2
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -343,19 +347,7 @@ def test_cancelling_an_awaited_call_kills_its_worker_when_asked(proc: Any, tmp_p
 
 def test_cancelling_an_awaited_call_lets_it_finish_by_default(proc: Any, tmp_path: Path) -> None:
     ex = proc(1)
-    marker = tmp_path / "started"
-
-    async def main() -> int:
-        pid = await ex.run(h.pid)
-        task = asyncio.ensure_future(ex.run(h.touch_then_sleep, str(marker), 0.3))
-        while not marker.exists():
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return pid
-
-    pid = asyncio.run(main())
+    pid = cancel_while_running(ex, tmp_path / "started", 0.3)
     assert ex.submit(h.pid).result(WAIT) == pid  # the same worker, not killed
 
 
