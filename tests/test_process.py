@@ -560,3 +560,14 @@ def test_a_worker_killed_while_idle_is_replaced_without_failing_a_call(proc: Any
         time.sleep(0.01)
     assert ex.submit(h.add, 1, 2).result(WAIT) == 3
     assert ex.submit(h.pid).result(WAIT) != pid
+
+
+def test_large_arguments_and_results_cross_whole(proc: Any) -> None:
+    ex = proc(2)
+    big = os.urandom(24 << 20)
+    args, _ = ex.submit(h.echo, big).result(WAIT)
+    assert args[0] == big
+    # Many medium calls at once: more than the pipes hold, sent in batches.
+    blobs = [os.urandom(100_000) for _ in range(40)]
+    futures = [ex.submit(h.echo, b) for b in blobs]
+    assert [f.result(WAIT)[0][0] for f in futures] == blobs
