@@ -105,8 +105,9 @@ impl CpuPool {
                     .call1((init.clone_ref(py), initargs.clone_ref(py), py.None()));
                 match dumped {
                     Ok(b) => pickled_init = Some(b.extract::<Vec<u8>>()?),
-                    // "auto" with an initializer that cannot cross: it runs in threads here.
-                    Err(_) if auto => mode = "thread",
+                    // "auto" with an initializer that cannot cross: it runs in threads here
+                    // (unless an option asks for processes: then the pickling error stands).
+                    Err(_) if auto && only.first_given().is_none() => mode = "thread",
                     Err(e) => return Err(e),
                 }
             }

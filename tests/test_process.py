@@ -253,6 +253,14 @@ def test_unpicklable_initializer_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
         rustpool.CpuExecutor(1, isolation="process", initializer=lambda: None)
 
 
+def test_auto_runs_an_unpicklable_initializer_on_threads(monkeypatch: pytest.MonkeyPatch, cpu_executor: Any) -> None:
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)
+    assert cpu_executor(1, isolation="auto", initializer=lambda: None).isolation == "thread"
+    # ...unless an option needs processes: then the initializer must cross, and cannot.
+    with pytest.raises(pickle.PicklingError, match="lambda"):
+        rustpool.CpuExecutor(1, isolation="auto", initializer=lambda: None, max_tasks_per_child=5)
+
+
 # --- timeouts and kill on cancel ---------------------------------------------------------------
 
 

@@ -13,8 +13,7 @@
 //! exit hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool,
-    PANICKED, UNLOADABLE,
+    crossing, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, PANICKED, UNLOADABLE,
 };
 use super::Isolation;
 use crate::job::panic_message;

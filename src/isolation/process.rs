@@ -16,8 +16,8 @@
 //! before either sleeps, so a short call costs no thread wake-up on either side.
 
 use super::workers::{
-    crossing, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, BROKEN,
-    CANCELLED, CRASHED, PANICKED, TIMED_OUT,
+    crossing, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, BROKEN, CANCELLED,
+    CRASHED, PANICKED, TIMED_OUT,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
