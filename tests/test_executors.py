@@ -909,3 +909,53 @@ def test_configure_lets_running_calls_on_the_old_pool_finish(restore_defaults: N
 def test_version() -> None:
     assert isinstance(rustpool.__version__, str)
     assert re.match(r"\d+\.\d+", rustpool.__version__)
+
+
+# --- amap (both executors) ------------------------------------------------------------------
+
+
+def test_amap_carries_contextvars_on_thread_executor(thread_executor: Any) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    ex = thread_executor(4)
+
+    async def main() -> list[str]:
+        var.set("caller")
+        return [r async for r in ex.amap(lambda i: f"{var.get()}-{i}", range(3))]
+
+    assert asyncio.run(main()) == ["caller-0", "caller-1", "caller-2"]
+
+
+def test_amap_leaving_early_cancels_calls_not_started(any_executor: Any) -> None:
+    ex = any_executor(1)
+    started: list[int] = []
+
+    def record(i: int) -> int:
+        started.append(i)
+        time.sleep(0.05)
+        return i
+
+    async def main() -> list[int]:
+        out = []
+        gen = ex.amap(record, range(100), limit=10)
+        async for r in gen:
+            out.append(r)
+            if r == 2:
+                break
+        await gen.aclose()
+        return out
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    time.sleep(0.2)
+    # 10 calls were in flight at the break; those that had not started never ran (without the
+    # cancel all 13 would have).
+    assert len(started) <= 5
+    assert started == sorted(started)
+
+
+def test_amap_limit_must_be_positive(any_executor: Any) -> None:
+    async def main() -> None:
+        async for _ in any_executor(1).amap(abs, [1], limit=0):
+            pass
+
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        asyncio.run(main())
