@@ -21,6 +21,10 @@ subinterpreters start with the *startup* ``sys.path`` only, which under ``python
 from the repository root holds the root (not ``benches/``): their fib entries get the same function
 as ``benches._workloads.fib`` (the same code, under a name they can import), and skip with the
 reason where that is not importable.
+
+What a round of the fib, sequential, gathered and cold-start groups runs (and how many rounds) is
+shared with test_process.py (``_groups.py``); this module declares its entries, titles, targets and
+notes.
 """
 
 from __future__ import annotations
@@ -29,14 +33,15 @@ import asyncio
 import concurrent.futures
 import gc
 import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+import _groups as groups
 import pytest
+from _groups import FIB_N, FLOOR, FORKSERVER, GATHER_CALLS, JOBS, PPE, PPE_SPAWN, SEQ_CALLS, SERIAL, WORKERS
 from _workloads import fib
 
 import rustpool
@@ -60,26 +65,16 @@ except ImportError:
 
 InterpreterPoolExecutor = getattr(concurrent.futures, "InterpreterPoolExecutor", None)
 
-WORKERS = 2
-FIB_N = 27
-JOBS = 8
-SEQ_CALLS = 300
-GATHER_CALLS = 20_000
 # anyio.to_interpreter makes one subinterpreter per call that finds none idle (its limiter bounds
 # the calls running, not the interpreters made), so 20,000 gathered calls would make thousands of
 # them: its gathered entry keeps at most this many calls in flight.
 ANYIO_IN_FLIGHT = WORKERS
 
 RP = f'rustpool CpuExecutor({WORKERS}, isolation="interpreter").run'
-PPE = f"run_in_executor(ProcessPoolExecutor({WORKERS}), forkserver)"
-PPE_SPAWN = f"run_in_executor(ProcessPoolExecutor({WORKERS}), spawn)"
 TPE = f"run_in_executor(ThreadPoolExecutor({WORKERS}))"
 ANYIO = "anyio.to_interpreter.run_sync"
 IPE = f"run_in_executor(InterpreterPoolExecutor({WORKERS}))"
-SERIAL = "serial, in the loop thread"
-ROLES = {RP: "rustpool", PPE: "anchor", SERIAL: "serial"}
-
-FORKSERVER = "forkserver" if sys.platform.startswith("linux") else "spawn"
+ROLES = {RP: "rustpool", PPE: "anchor", SERIAL: "serial", FLOOR: "floor"}
 
 
 def _skip_reason(impl: str) -> str | None:
@@ -97,17 +92,6 @@ PKG_REASON = (
     "benches._workloads is not importable (run `python -m pytest benches` from the repository root): "
     "these subinterpreters start with the startup sys.path, not the caller's"
 )
-
-
-def _skip_if_unavailable(impl: str) -> None:
-    reason = _skip_reason(impl)
-    if reason is not None:
-        pytest.skip(reason)
-
-
-def _warm(ex: Executor) -> None:
-    """Start every worker and let it import _workloads (occupy them all at once)."""
-    list(ex.map(fib, [20] * (WORKERS * 2)))
 
 
 # ---------------------------------------------------------------- memory: reading /proc
@@ -141,9 +125,7 @@ def _self_rss_kib() -> float:
 
 @pytest.fixture(scope="module")
 def rp() -> Iterator[rustpool.CpuExecutor]:
-    ex = rustpool.CpuExecutor(WORKERS, isolation="interpreter", thread_name_prefix="bench-interp")
-    assert ex.isolation == "interpreter"
-    _warm(ex)
+    ex = groups.warm_rustpool("interpreter", "bench-interp")
     yield ex
     ex.shutdown(wait=True)
 
@@ -151,8 +133,7 @@ def rp() -> Iterator[rustpool.CpuExecutor]:
 @pytest.fixture(scope="module")
 def ppe() -> Iterator[ProcessPoolExecutor]:
     """forkserver, as in test_run_cpu: fork is unsafe (and warns) in a process running threads."""
-    ex = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context(FORKSERVER))
-    _warm(ex)
+    ex = groups.warm_ppe(FORKSERVER)
     yield ex
     ex.shutdown(wait=True)
 
@@ -176,9 +157,9 @@ def ipe() -> Iterator[Executor | None]:
 
 
 @pytest.fixture(scope="module")
-def anyio_ready(loop: asyncio.AbstractEventLoop) -> str | None:
-    """None when anyio.to_interpreter runs here, else why not (anyio keeps its subinterpreters per
-    event loop, so this warms the module's loop)."""
+def anyio_run(loop: asyncio.AbstractEventLoop) -> groups.Call | str:
+    """anyio.to_interpreter.run_sync when it runs here, else why not (anyio keeps its
+    subinterpreters per event loop, so this warms the module's loop)."""
     reason = _skip_reason(ANYIO)
     if reason is not None:
         return reason
@@ -191,7 +172,7 @@ def anyio_ready(loop: asyncio.AbstractEventLoop) -> str | None:
         loop.run_until_complete(probe())
     except Exception as e:  # BrokenWorkerInterpreter
         return f"anyio.to_interpreter does not run here: {type(e).__name__}: {e}"
-    return None
+    return anyio_interp.run_sync
 
 
 @pytest.fixture(scope="module")
@@ -214,28 +195,12 @@ def pkg_fib_ready(request: pytest.FixtureRequest) -> Callable[[str], None]:
     return check
 
 
-def caller(impl: str, request: pytest.FixtureRequest) -> Callable[..., Any]:
+POOLS = {RP: "rp", PPE: "ppe", TPE: "tpe", ANYIO: "anyio_run", IPE: "ipe"}
+
+
+def caller(impl: str, request: pytest.FixtureRequest) -> groups.Call:
     """``call(fn, *args) -> awaitable`` for an entry (its pool made on first use)."""
-    _skip_if_unavailable(impl)
-    loop: asyncio.AbstractEventLoop = request.getfixturevalue("loop")
-    if impl == RP:
-        return request.getfixturevalue("rp").run
-    if impl == PPE:
-        ppe = request.getfixturevalue("ppe")
-        return lambda fn, *a: loop.run_in_executor(ppe, fn, *a)
-    if impl == TPE:
-        tpe = request.getfixturevalue("tpe")
-        return lambda fn, *a: loop.run_in_executor(tpe, fn, *a)
-    if impl == ANYIO:
-        reason = request.getfixturevalue("anyio_ready")
-        if reason is not None:
-            pytest.skip(reason)
-        assert anyio_interp is not None
-        return anyio_interp.run_sync
-    if impl == IPE:
-        ipe = request.getfixturevalue("ipe")
-        return lambda fn, *a: loop.run_in_executor(ipe, fn, *a)
-    raise AssertionError(impl)
+    return groups.caller(impl, request, POOLS, _skip_reason)
 
 
 def _fib_for(impl: str) -> Callable[[int], int]:
@@ -271,7 +236,7 @@ POOL_STARTS = [RP, PPE, PPE_SPAWN, IPE]
 
 @pytest.mark.parametrize("impl", POOL_STARTS)
 def test_memory_per_worker(bench_async: Any, benchmark: Any, loop: asyncio.AbstractEventLoop, impl: str) -> None:
-    _skip_if_unavailable(impl)
+    groups.skip_if(_skip_reason(impl))
     held: list[Executor] = []
     rounds: list[dict[str, float | None]] = []
 
@@ -349,29 +314,17 @@ def test_memory_per_worker(bench_async: Any, benchmark: Any, loop: asyncio.Abstr
 
 @pytest.mark.parametrize("impl", [SERIAL, *POOLED])
 def test_fib_gathered(bench_async: Any, request: pytest.FixtureRequest, impl: str) -> None:
-    if impl == SERIAL:
-
-        async def workload() -> list[int]:
-            return [fib(FIB_N) for _ in range(JOBS)]
-
-    else:
-        call = caller(impl, request)
-        if impl in (ANYIO, IPE):
-            request.getfixturevalue("pkg_fib_ready")(impl)
-        fn = _fib_for(impl)
-
-        async def workload() -> list[int]:
-            return await asyncio.gather(*(call(fn, FIB_N) for _ in range(JOBS)))
-
-    out = bench_async(
-        workload,
+    call = None if impl == SERIAL else caller(impl, request)
+    if impl in (ANYIO, IPE):
+        request.getfixturevalue("pkg_fib_ready")(impl)
+    groups.fib_gathered(
+        bench_async,
+        call,
+        fn=_fib_for(impl),
         group=f"interpreter: pure Python fib({FIB_N}) x {JOBS} gathered, {WORKERS} workers",
         impl=impl,
         role=ROLES.get(impl, "other"),
-        ops=JOBS,
-        rounds=5,
-        target_serial=1.8 if impl == RP else None,
-        lag_target_ms=2.0,
+        target_serial=1.8,
         note=(
             f"{ANYIO}: one subinterpreter per call that finds none idle ({JOBS} here, made in the warm-up "
             f"round in the loop thread), {WORKERS} running at once (its default limiter = cores). "
@@ -380,7 +333,6 @@ def test_fib_gathered(bench_async: Any, request: pytest.FixtureRequest, impl: st
         if impl == SERIAL
         else None,
     )
-    assert out == [fib(FIB_N)] * JOBS
 
 
 # ---------------------------------------------------------------- sequential round trip
@@ -388,20 +340,13 @@ def test_fib_gathered(bench_async: Any, request: pytest.FixtureRequest, impl: st
 
 @pytest.mark.parametrize("impl", POOLED)
 def test_sequential_round_trip(bench_async: Any, request: pytest.FixtureRequest, impl: str) -> None:
-    call = caller(impl, request)
-
-    async def workload() -> None:
-        for i in range(SEQ_CALLS):
-            assert await call(abs, -i) == i
-
-    bench_async(
-        workload,
+    groups.sequential_round_trip(
+        bench_async,
+        caller(impl, request),
         group=f"interpreter: sequential round trip, abs(int) ({SEQ_CALLS} awaited calls per round)",
         impl=impl,
         role=ROLES.get(impl, "other"),
-        ops=SEQ_CALLS,
-        rounds=8,
-        target_ratio=5.0 if impl == RP else None,
+        target_ratio=5.0,
         target="per call at most 1/5 of the anchor's",
     )
 
@@ -409,18 +354,9 @@ def test_sequential_round_trip(bench_async: Any, request: pytest.FixtureRequest,
 # ---------------------------------------------------------------- 20,000 gathered
 
 
-FLOOR = "floor: trivial coroutines gathered, abs called in the loop"
-
-
-async def _inline(fn: Callable[..., Any], *a: Any) -> Any:
-    return fn(*a)
-
-
 @pytest.mark.parametrize("impl", [*POOLED, FLOOR])
 def test_gathered_throughput(bench_async: Any, request: pytest.FixtureRequest, impl: str) -> None:
-    # The floor entry gathers as many coroutines that never leave the loop: what asyncio.gather and
-    # its tasks cost by themselves, and the loop lag any offload of such a burst starts from.
-    call = _inline if impl == FLOOR else caller(impl, request)
+    call = caller(impl, request)
     label = impl
     if impl == ANYIO:
         label = f"{ANYIO}, at most {ANYIO_IN_FLIGHT} in flight"
@@ -433,17 +369,13 @@ def test_gathered_throughput(bench_async: Any, request: pytest.FixtureRequest, i
 
         call = bounded
 
-    async def workload() -> list[int]:
-        return await asyncio.gather(*(call(abs, -i) for i in range(GATHER_CALLS)))
-
-    out = bench_async(
-        workload,
+    groups.gathered_throughput(
+        bench_async,
+        call,
         group=f"interpreter: {GATHER_CALLS:,} trivial calls (abs) gathered",
         impl=label,
-        role="floor" if impl == FLOOR else ROLES.get(impl, "other"),
-        ops=GATHER_CALLS,
-        rounds=3,
-        target_ratio=5.0 if impl == RP else None,
+        role=ROLES.get(impl, "other"),
+        target_ratio=5.0,
         target="throughput >= 5x the anchor's",
         note=(
             f"{ANYIO} makes a subinterpreter for every call that finds none idle (its limiter bounds the "
@@ -453,7 +385,6 @@ def test_gathered_throughput(bench_async: Any, request: pytest.FixtureRequest, i
         if impl == RP
         else None,
     )
-    assert out == list(range(GATHER_CALLS))
 
 
 # ---------------------------------------------------------------- cold start
@@ -461,27 +392,18 @@ def test_gathered_throughput(bench_async: Any, request: pytest.FixtureRequest, i
 
 @pytest.mark.parametrize("impl", POOL_STARTS)
 def test_cold_start(bench_async: Any, loop: asyncio.AbstractEventLoop, impl: str) -> None:
-    _skip_if_unavailable(impl)
-    held: list[Executor] = []
+    groups.skip_if(_skip_reason(impl))
 
-    async def workload() -> int:
+    def new_pool() -> tuple[groups.Call, Callable[[], None]]:
         ex = _new_pool(impl)
-        held.append(ex)
-        return await loop.run_in_executor(ex, abs, -1)
+        return groups.executor_call(loop, ex), ex.shutdown
 
-    def teardown() -> None:
-        while held:
-            held.pop().shutdown(wait=True)
-
-    out = bench_async(
-        workload,
+    groups.cold_start(
+        bench_async,
+        new_pool,
         group=f"interpreter: cold start, make a pool of {WORKERS} -> first result (abs)",
         impl=impl,
         role=ROLES.get(impl, "other"),
-        ops=1,
-        rounds=5,
-        lag_target_ms=None,
-        teardown=teardown,
         note=(
             "a new pool each round, shut down after it untimed; forkserver's server process is started "
             "once per parent (by the warm-up round or an earlier test), so its rows do not include it; "
@@ -491,4 +413,3 @@ def test_cold_start(bench_async: Any, loop: asyncio.AbstractEventLoop, impl: str
         if impl == RP
         else None,
     )
-    assert out == 1

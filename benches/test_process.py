@@ -54,6 +54,11 @@ runs first), and ``pytest benches/test_process.py`` on its own runs them.
   forks its workers from its own manager thread while its other threads run: its entries pass the
   forkserver context, like the anchor. loky's own start method ("loky") starts a fresh interpreter
   through _posixsubprocess.fork_exec, as subprocess does: safe.
+
+What a round of each group runs, and how many rounds, is shared with test_interpreter.py
+(``_groups.py``); this module declares its entries, titles, targets and notes, and keeps the fork
+checks: ``_groups.cold_start`` calls the fork entry's check, untimed, after each round's shutdown
+when another round follows.
 """
 
 from __future__ import annotations
@@ -65,11 +70,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
+import _groups as groups
 import pytest
+from _groups import FIB_N, FLOOR, FORKSERVER, GATHER_CALLS, JOBS, PPE, PPE_SPAWN, SEQ_CALLS, SERIAL, WORKERS
 from _workloads import fib
 
 import rustpool
@@ -84,28 +91,18 @@ try:
 except ImportError:
     pebble = None
 
-WORKERS = 2
-FIB_N = 27
-JOBS = 8
-SEQ_CALLS = 300
-GATHER_CALLS = 20_000
 # How long a fork entry waits for threads left by earlier modules of the session to end (anyio's
 # idle worker threads end after 10 s) before it skips.
 FORK_WAIT_S = 12.0
 
 RP = f'rustpool CpuExecutor({WORKERS}, isolation="process").run'
-PPE = f"run_in_executor(ProcessPoolExecutor({WORKERS}), forkserver)"
-PPE_SPAWN = f"run_in_executor(ProcessPoolExecutor({WORKERS}), spawn)"
 PPE_FORK = f"run_in_executor(ProcessPoolExecutor({WORKERS}), fork)"
 LOKY = f"run_in_executor(loky.get_reusable_executor(max_workers={WORKERS}))"
 PEBBLE = f"wrap_future(pebble.ProcessPool({WORKERS}, forkserver).schedule)"
-SERIAL = "serial, in the loop thread"
-FLOOR = "floor: trivial coroutines gathered, abs called in the loop"
 ROLES = {RP: "rustpool", PPE: "anchor", SERIAL: "serial", FLOOR: "floor"}
 # Cold start is held to ProcessPoolExecutor with spawn: there it is the anchor.
 COLD_ROLES = {RP: "rustpool", PPE_SPAWN: "anchor"}
 
-FORKSERVER = "forkserver" if sys.platform.startswith("linux") else "spawn"
 CONTEXTS = {PPE: FORKSERVER, PPE_SPAWN: "spawn", PPE_FORK: "fork"}
 
 POOLED = [RP, PPE, PPE_SPAWN, PPE_FORK, LOKY, PEBBLE]
@@ -119,12 +116,6 @@ def _skip_reason(impl: str) -> str | None:
     if impl == PPE_FORK and "fork" not in multiprocessing.get_all_start_methods():
         return f"multiprocessing has no fork start method on {sys.platform}"
     return None
-
-
-def _skip_if_unavailable(impl: str) -> None:
-    reason = _skip_reason(impl)
-    if reason is not None:
-        pytest.skip(reason)
 
 
 # ---------------------------------------------------------------- fork safety
@@ -181,11 +172,6 @@ def _fork_unsafe(wait_s: float) -> str | None:
 # ---------------------------------------------------------------- pools shared by the module
 
 
-def _warm(ex: Executor) -> None:
-    """Start every worker and let it import _workloads (occupy them all at once)."""
-    list(ex.map(fib, [20] * (WORKERS * 2)))
-
-
 @pytest.fixture(scope="module")
 def ppe_fork() -> Iterator[ProcessPoolExecutor | str]:
     """The warm fork pool, or why there is none. Every other pool fixture requests this one, so its
@@ -197,7 +183,7 @@ def ppe_fork() -> Iterator[ProcessPoolExecutor | str]:
         return
     ex = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("fork"))
     try:
-        _warm(ex)
+        groups.warm(ex)
     except Exception as e:  # BrokenProcessPool: a child died; the other entries must still run
         ex.shutdown(wait=True)
         yield f"the fork pool broke while starting: {type(e).__name__}: {e}"
@@ -208,29 +194,21 @@ def ppe_fork() -> Iterator[ProcessPoolExecutor | str]:
 
 @pytest.fixture(scope="module")
 def rp(ppe_fork: Any) -> Iterator[rustpool.CpuExecutor]:
-    ex = rustpool.CpuExecutor(WORKERS, isolation="process", thread_name_prefix="bench-proc")
-    assert ex.isolation == "process"
-    _warm(ex)
+    ex = groups.warm_rustpool("process", "bench-proc")
     yield ex
     ex.shutdown(wait=True)
 
 
-def _warm_ppe(impl: str) -> ProcessPoolExecutor:
-    ex = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context(CONTEXTS[impl]))
-    _warm(ex)
-    return ex
-
-
 @pytest.fixture(scope="module")
 def ppe(ppe_fork: Any) -> Iterator[ProcessPoolExecutor]:
-    ex = _warm_ppe(PPE)
+    ex = groups.warm_ppe(CONTEXTS[PPE])
     yield ex
     ex.shutdown(wait=True)
 
 
 @pytest.fixture(scope="module")
 def ppe_spawn(ppe_fork: Any) -> Iterator[ProcessPoolExecutor]:
-    ex = _warm_ppe(PPE_SPAWN)
+    ex = groups.warm_ppe(CONTEXTS[PPE_SPAWN])
     yield ex
     ex.shutdown(wait=True)
 
@@ -238,10 +216,20 @@ def ppe_spawn(ppe_fork: Any) -> Iterator[ProcessPoolExecutor]:
 @pytest.fixture(scope="module")
 def loky_ex(ppe_fork: Any) -> Iterator[Executor]:
     assert loky is not None
-    ex = loky.get_reusable_executor(max_workers=WORKERS)
-    _warm(ex)
+    # Idle workers stay 10 minutes (loky's default is 10 s: a re-warm racing that timeout once
+    # broke the executor with a warning, an error under this project's filterwarnings).
+    ex = loky.get_reusable_executor(max_workers=WORKERS, timeout=600)
+    groups.warm(ex)
     yield ex
     ex.shutdown(wait=True)
+
+
+@pytest.fixture
+def loky_warm(loky_ex: Executor) -> Executor:
+    """loky's executor with its workers started, untimed (they are kept 10 minutes idle; this
+    makes sure of it)."""
+    groups.warm(loky_ex)
+    return loky_ex
 
 
 def _pebble_pool() -> Any:
@@ -249,60 +237,53 @@ def _pebble_pool() -> Any:
     return pebble.ProcessPool(max_workers=WORKERS, context=multiprocessing.get_context(FORKSERVER))
 
 
-def _pebble_call(pool: Any) -> Callable[..., Awaitable[Any]]:
+def _pebble_call(pool: Any) -> groups.Call:
     return lambda fn, *a: asyncio.wrap_future(pool.schedule(fn, args=a))
 
 
 @pytest.fixture(scope="module")
-def pebble_pool(ppe_fork: Any) -> Iterator[Any]:
+def pebble_schedule(ppe_fork: Any) -> Iterator[groups.Call]:
+    """A warm pebble pool's ``schedule``, awaitable."""
     pool = _pebble_pool()
     futures: list[Future[int]] = [pool.schedule(fib, args=(20,)) for _ in range(WORKERS * 2)]
     for f in futures:
         f.result()
-    yield pool
+    yield _pebble_call(pool)
     pool.close()
     pool.join()
 
 
-def caller(impl: str, request: pytest.FixtureRequest) -> Callable[..., Awaitable[Any]]:
+POOLS = {
+    RP: "rp",
+    PPE: "ppe",
+    PPE_SPAWN: "ppe_spawn",
+    PPE_FORK: "ppe_fork",
+    LOKY: "loky_warm",
+    PEBBLE: "pebble_schedule",
+}
+
+
+def caller(impl: str, request: pytest.FixtureRequest) -> groups.Call:
     """``call(fn, *args) -> awaitable`` for an entry (its pool made on first use)."""
-    _skip_if_unavailable(impl)
-    loop: asyncio.AbstractEventLoop = request.getfixturevalue("loop")
-    if impl == RP:
-        return request.getfixturevalue("rp").run
-    if impl in (PPE, PPE_SPAWN, PPE_FORK):
-        fixture = {PPE: "ppe", PPE_SPAWN: "ppe_spawn", PPE_FORK: "ppe_fork"}[impl]
-        ex = request.getfixturevalue(fixture)
-        if isinstance(ex, str):
-            pytest.skip(ex)
-        return lambda fn, *a: loop.run_in_executor(ex, fn, *a)
-    if impl == LOKY:
-        ex = request.getfixturevalue("loky_ex")
-        # loky's idle workers exit after 10 s (its default timeout): start them again, untimed,
-        # when an earlier group left them idle that long.
-        _warm(ex)
-        return lambda fn, *a: loop.run_in_executor(ex, fn, *a)
-    if impl == PEBBLE:
-        return _pebble_call(request.getfixturevalue("pebble_pool"))
-    raise AssertionError(impl)
+    return groups.caller(impl, request, POOLS, _skip_reason)
 
 
 # ---------------------------------------------------------------- cold start (first: see the docstring)
 
 
-def _cold_pool(impl: str, loop: asyncio.AbstractEventLoop) -> tuple[Callable[[], Awaitable[int]], Callable[[], None]]:
-    """A new pool: ``(first_call, shutdown)``."""
+def _cold_pool(impl: str, loop: asyncio.AbstractEventLoop) -> tuple[groups.Call, Callable[[], None]]:
+    """A new pool: ``(call, shutdown)``."""
     if impl == RP:
         ex = rustpool.CpuExecutor(WORKERS, isolation="process", thread_name_prefix="bench-proc-cold")
-        return (lambda: ex.run(abs, -1)), ex.shutdown
+        return ex.run, ex.shutdown
     if impl in (PPE, PPE_SPAWN, PPE_FORK):
         pe = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context(CONTEXTS[impl]))
-        return (lambda: loop.run_in_executor(pe, abs, -1)), pe.shutdown
+        return groups.executor_call(loop, pe), pe.shutdown
     if impl == LOKY:
         assert loky is not None
         # The reusable executor of the previous round was shut down: this makes a new one.
         le = loky.get_reusable_executor(max_workers=WORKERS)
-        return (lambda: loop.run_in_executor(le, abs, -1)), le.shutdown
+        return groups.executor_call(loop, le), le.shutdown
     if impl == PEBBLE:
         pool = _pebble_pool()
 
@@ -310,52 +291,32 @@ def _cold_pool(impl: str, loop: asyncio.AbstractEventLoop) -> tuple[Callable[[],
             pool.close()
             pool.join()
 
-        return (lambda: _pebble_call(pool)(abs, -1)), close
+        return _pebble_call(pool), close
     raise AssertionError(impl)
 
 
-COLD_ROUNDS = 5
-COLD_WARMUP = 1
+def _fork_safe_again(rounds_done: int) -> None:
+    """Between cold-start rounds of the fork entry: the next round forks, so this process must be
+    single-threaded again (the pool just shut down joined its manager thread; nothing runs between
+    here and the next fork)."""
+    reason = _fork_unsafe(2.0)
+    if reason is not None:
+        pytest.skip(f"after round {rounds_done}: {reason}")
 
 
 @pytest.mark.parametrize("impl", POOLED)
 def test_cold_start(bench_async: Any, loop: asyncio.AbstractEventLoop, impl: str) -> None:
-    _skip_if_unavailable(impl)
+    groups.skip_if(_skip_reason(impl))
     if impl == PPE_FORK:
-        reason = _fork_unsafe(FORK_WAIT_S)
-        if reason is not None:
-            pytest.skip(reason)
-    held: list[Callable[[], None]] = []
-    rounds_done = 0
-
-    async def workload() -> int:
-        first, shutdown = _cold_pool(impl, loop)
-        held.append(shutdown)
-        return await first()
-
-    def teardown() -> None:
-        nonlocal rounds_done
-        while held:
-            held.pop()()
-        rounds_done += 1
-        if impl == PPE_FORK and rounds_done < COLD_WARMUP + COLD_ROUNDS:
-            # The next round forks: this process must be single-threaded again (the pool just shut
-            # down joined its manager thread; nothing runs between here and the next fork).
-            reason = _fork_unsafe(2.0)
-            if reason is not None:
-                pytest.skip(f"after round {rounds_done}: {reason}")
-
-    out = bench_async(
-        workload,
+        groups.skip_if(_fork_unsafe(FORK_WAIT_S))
+    groups.cold_start(
+        bench_async,
+        lambda: _cold_pool(impl, loop),
+        before_next_round=_fork_safe_again if impl == PPE_FORK else None,
         group=f"process: cold start, make a pool of {WORKERS} -> first result (abs)",
         impl=impl,
         role=COLD_ROLES.get(impl, "other"),
-        ops=1,
-        rounds=COLD_ROUNDS,
-        warmup_rounds=COLD_WARMUP,
-        lag_target_ms=None,
-        teardown=teardown,
-        target_ratio=1.0 if impl == RP else None,
+        target_ratio=1.0,
         target="time to first result no slower than ProcessPoolExecutor with spawn (this group's anchor)",
         note=(
             "a new pool each round, shut down after it untimed. The anchor here is ProcessPoolExecutor "
@@ -369,7 +330,6 @@ def test_cold_start(bench_async: Any, loop: asyncio.AbstractEventLoop, impl: str
         if impl == RP
         else None,
     )
-    assert out == 1
 
 
 # ---------------------------------------------------------------- sequential round trip
@@ -377,20 +337,13 @@ def test_cold_start(bench_async: Any, loop: asyncio.AbstractEventLoop, impl: str
 
 @pytest.mark.parametrize("impl", POOLED)
 def test_sequential_round_trip(bench_async: Any, request: pytest.FixtureRequest, impl: str) -> None:
-    call = caller(impl, request)
-
-    async def workload() -> None:
-        for i in range(SEQ_CALLS):
-            assert await call(abs, -i) == i
-
-    bench_async(
-        workload,
+    groups.sequential_round_trip(
+        bench_async,
+        caller(impl, request),
         group=f"process: sequential round trip, abs(int) ({SEQ_CALLS} awaited calls per round)",
         impl=impl,
         role=ROLES.get(impl, "other"),
-        ops=SEQ_CALLS,
-        rounds=8,
-        target_ratio=4.0 if impl == RP else None,
+        target_ratio=4.0,
         target="per call at most 1/4 of the anchor's",
     )
 
@@ -398,30 +351,17 @@ def test_sequential_round_trip(bench_async: Any, request: pytest.FixtureRequest,
 # ---------------------------------------------------------------- 20,000 gathered
 
 
-async def _inline(fn: Callable[..., Any], *a: Any) -> Any:
-    return fn(*a)
-
-
 @pytest.mark.parametrize("impl", [*POOLED, FLOOR])
 def test_gathered_throughput(bench_async: Any, request: pytest.FixtureRequest, impl: str) -> None:
-    # The floor entry gathers as many coroutines that never leave the loop: what asyncio.gather and
-    # its tasks cost by themselves, and the loop lag any offload of such a burst starts from.
-    call = _inline if impl == FLOOR else caller(impl, request)
-
-    async def workload() -> list[int]:
-        return await asyncio.gather(*(call(abs, -i) for i in range(GATHER_CALLS)))
-
-    out = bench_async(
-        workload,
+    groups.gathered_throughput(
+        bench_async,
+        caller(impl, request),
         group=f"process: {GATHER_CALLS:,} trivial calls (abs) gathered",
         impl=impl,
         role=ROLES.get(impl, "other"),
-        ops=GATHER_CALLS,
-        rounds=3,
-        target_ratio=5.0 if impl == RP else None,
+        target_ratio=5.0,
         target="throughput >= 5x the anchor's",
     )
-    assert out == list(range(GATHER_CALLS))
 
 
 # ---------------------------------------------------------------- fib(27) x 8
@@ -429,26 +369,13 @@ def test_gathered_throughput(bench_async: Any, request: pytest.FixtureRequest, i
 
 @pytest.mark.parametrize("impl", [SERIAL, *POOLED])
 def test_fib_gathered(bench_async: Any, request: pytest.FixtureRequest, impl: str) -> None:
-    if impl == SERIAL:
-
-        async def workload() -> list[int]:
-            return [fib(FIB_N) for _ in range(JOBS)]
-
-    else:
-        call = caller(impl, request)
-
-        async def workload() -> list[int]:
-            return await asyncio.gather(*(call(fib, FIB_N) for _ in range(JOBS)))
-
-    out = bench_async(
-        workload,
+    groups.fib_gathered(
+        bench_async,
+        None if impl == SERIAL else caller(impl, request),
         group=f"process: pure Python fib({FIB_N}) x {JOBS} gathered, {WORKERS} workers",
         impl=impl,
         role=ROLES.get(impl, "other"),
-        ops=JOBS,
-        rounds=5,
-        target_serial=1.8 if impl == RP else None,
-        lag_target_ms=2.0,
+        target_serial=1.8,
         note=(
             f"the fork pool's workers were forked once, at the module's first warm pool (before any "
             f"other pool of the module), so no fork happens here; pebble runs with forkserver"
@@ -456,4 +383,3 @@ def test_fib_gathered(bench_async: Any, request: pytest.FixtureRequest, impl: st
         if impl == SERIAL
         else None,
     )
-    assert out == [fib(FIB_N)] * JOBS
