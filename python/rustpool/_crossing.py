@@ -270,6 +270,9 @@ def _serve(rfd, wfd):
         return None if head is None else take(int.from_bytes(head, "little"))
 
     def send(status, data):
+        if len(data) > 0xFFFFFFFF:  # frames carry a 32-bit length
+            err = ValueError(f"the pickled result is {len(data)} bytes; a worker process returns at most 4 GiB")
+            status, data = 1, pickle.dumps((err, ""), 5)
         out = memoryview(struct.pack("<IB", len(data), status) + data)
         try:
             while out:

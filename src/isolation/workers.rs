@@ -124,7 +124,17 @@ impl Isolation for WorkerPool {
                     ))
                 });
                 match (encoded, &self.shared.fallback) {
-                    (Ok(bytes), _) => Some(bytes.cast_into::<PyBytes>()?.as_bytes().to_vec()),
+                    (Ok(bytes), _) => {
+                        let bytes = bytes.cast_into::<PyBytes>()?;
+                        let len = bytes.as_bytes().len();
+                        if self.shared.mode == "process" && u32::try_from(len).is_err() {
+                            // Frames to a worker process carry a 32-bit length.
+                            return Err(PyValueError::new_err(format!(
+                                "the pickled call is {len} bytes; a worker process takes at most 4 GiB per call"
+                            )));
+                        }
+                        Some(bytes.as_bytes().to_vec())
+                    }
                     // "auto": a call that cannot cross runs in the next mode instead.
                     (Err(_), Some(fallback)) => return fallback.submit(py, job),
                     (Err(e), None) => return Err(e),
