@@ -100,10 +100,10 @@ async def _amap(
     iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
     ordered: bool,
     limit: int | None,
-    default_limit: int,
+    workers: int,
 ) -> AsyncIterator[T]:
     if limit is None:
-        limit = default_limit
+        limit = max(64, 4 * workers)
     if limit < 1:
         raise ValueError("limit must be >= 1")
     args_it = _arg_tuples(iterables)
@@ -177,7 +177,7 @@ class _PoolExecutor:
         in the order of the arguments, else as they complete. The first exception is raised at its
         place; leaving the loop early (break, an exception, cancellation) cancels the calls not
         started yet."""
-        return _amap(lambda a: self._pool.run(fn, *a), iterables, ordered, limit, max(64, 4 * self._max_workers))
+        return _amap(lambda a: self._pool.run(fn, *a), iterables, ordered, limit, self._max_workers)
 
     @property
     def max_workers(self) -> int:
@@ -402,8 +402,7 @@ class CallOptions:
         limit: int | None = None,
     ) -> AsyncIterator[T]:
         pool, timeout = self._executor._pool, self._timeout
-        workers = self._executor.max_workers
-        return _amap(lambda a: pool.run_timed(timeout, fn, a), iterables, ordered, limit, max(64, 4 * workers))
+        return _amap(lambda a: pool.run_timed(timeout, fn, a), iterables, ordered, limit, self._executor.max_workers)
 
     def __repr__(self) -> str:
         return f"<rustpool.CallOptions timeout={self._timeout!r} of {self._executor!r}>"

@@ -12,6 +12,13 @@ use crate::job::Job;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+pyo3::import_exception!(concurrent.futures.process, BrokenProcessPool);
+
+/// The error of every call to a pool that is broken (an initializer failed), as the stdlib's.
+pub fn broken_error(msg: String) -> PyErr {
+    BrokenProcessPool::new_err(msg)
+}
+
 pub trait Isolation: Send + Sync {
     /// Queue a job; errors (shut down, broken) are raised to the submitter.
     fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()>;

@@ -381,20 +381,20 @@ fn run_some(
             }
         }
     }
-    for i in 0..sent.max(1) {
+    if sent == 0 {
+        // Nothing could be sent: the child is gone.
+        let task = claimed.pop_front().expect("front exists");
+        done.push((task, CRASHED, c.death().into_bytes()));
+        return;
+    }
+    for _ in 0..sent {
         let task = claimed.front().expect("sent calls are queued");
         // A call's time starts when the one before it ends (now).
         let deadline = task.job.timeout.map(|t| Instant::now() + t);
-        let waited = if i < sent {
-            // Spin only for a lone call (a short one is then done with no wake-up); while a
-            // batch runs, the cores are better left to the child and the submitter.
-            c.wait(sent == 1, deadline, task.job.cancelled.as_deref())
-        } else {
-            Wait::Ready // nothing was sent: the child is gone; receive() says so
-        };
-        let reply = match waited {
-            Wait::Ready if i < sent => c.receive(),
-            Wait::Ready => Err(io::ErrorKind::BrokenPipe.into()),
+        // Spin only for a lone call (a short one is then done with no wake-up); while a batch
+        // runs, the cores are better left to the child and the submitter.
+        let reply = match c.wait(sent == 1, deadline, task.job.cancelled.as_deref()) {
+            Wait::Ready => c.receive(),
             Wait::TimedOut => {
                 let t = task.job.timeout.unwrap_or_default();
                 let msg = format!(

@@ -24,8 +24,6 @@ pub struct ThreadIsolation {
     sched: Arc<Scheduler<RayonSpawner>>,
 }
 
-pyo3::import_exception!(concurrent.futures.process, BrokenProcessPool);
-
 impl ThreadIsolation {
     pub fn new(workers: usize, name_prefix: String, setup: ThreadSetup) -> PyResult<Self> {
         let broken = setup.broken.clone();
@@ -43,9 +41,7 @@ impl ThreadIsolation {
             .build()
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         Ok(ThreadIsolation {
-            sched: Scheduler::new(RayonSpawner { pool }, workers, broken, |m| {
-                BrokenProcessPool::new_err(m)
-            }),
+            sched: Scheduler::new(RayonSpawner { pool }, workers, broken, super::broken_error),
         })
     }
 }

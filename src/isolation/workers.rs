@@ -3,7 +3,7 @@
 //! bytes that come back. Only bytes cross: the call as pickle protocol 5 (made here, on the main
 //! side, by `rustpool._crossing`), the reply as (status, bytes).
 
-use super::Isolation;
+use super::{broken_error, Isolation};
 use crate::handoff::Handoff;
 use crate::job::{panic_error, Job};
 use crossbeam_channel::{Receiver, Sender};
@@ -93,17 +93,14 @@ fn func_key(py: Python<'_>, func: &Py<PyAny>) -> Option<(String, String)> {
 impl Isolation for WorkerPool {
     fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()> {
         if let Some(msg) = self.shared.broken.get() {
-            return Err(broken_error(py, msg));
+            return Err(broken_error(msg.clone()));
         }
         if job.timeout.is_some() && self.shared.mode != "process" {
-            // Only a process can be stopped: "auto" runs such a call in its process fallback.
-            return match &self.shared.fallback {
-                Some(fallback) => fallback.submit(py, job),
-                None => Err(PyValueError::new_err(format!(
-                    "a timeout needs isolation=\"process\" (a call in isolation={:?} cannot be stopped)",
-                    self.shared.mode
-                ))),
-            };
+            // Only a process can be stopped: "auto" runs such a call in its process fallback
+            // (`CpuPool` refuses timeouts where there is none).
+            if let Some(fallback) = &self.shared.fallback {
+                return fallback.submit(py, job);
+            }
         }
         let payload = match job.call() {
             None => None,
@@ -233,9 +230,9 @@ pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: V
             return;
         }
         BROKEN => {
+            // `shared.broken` is set already (by the worker that met the failed initializer).
             let msg = String::from_utf8_lossy(&data).into_owned();
-            let _ = shared.broken.set(msg.clone());
-            job.finish(py, Err(broken_error(py, &msg)));
+            job.finish(py, Err(broken_error(msg)));
             return;
         }
         _ => {}
@@ -380,16 +377,9 @@ pub fn settle_and_claim<C: FromIterator<Task>>(
         .collect()
 }
 
-pyo3::import_exception!(concurrent.futures.process, BrokenProcessPool);
-
-pub fn broken_error(py: Python<'_>, msg: &str) -> PyErr {
-    let _ = py;
-    BrokenProcessPool::new_err(msg.to_string())
-}
-
-pub const IDLE: usize = 0;
-pub const SPINNING: usize = 1;
-pub const PROMISED: usize = 2;
+const IDLE: usize = 0;
+const SPINNING: usize = 1;
+const PROMISED: usize = 2;
 
 /// An idle worker spins a little for the next call (one spinner at a time), so that a call that
 /// comes right away is taken without a thread wake-up. Returns the call a submitter handed it.
