@@ -57,8 +57,6 @@ struct Child {
     process: std::process::Child,
     calls: io::PipeWriter,
     replies: io::PipeReader,
-    /// Its setup reply has been read.
-    booted: bool,
     /// Calls it has answered.
     tasks: usize,
 }
@@ -105,7 +103,6 @@ impl Child {
             process,
             calls: call_w,
             replies: reply_r,
-            booted: false,
             tasks: 0,
         };
         child.send(&boot.first_frame)?;
@@ -280,7 +277,8 @@ const PIPELINE_BYTES: usize = 32 * 1024;
 /// do, one attach to the main interpreter settles what finished and claims the next calls (a
 /// small share of a long queue); the claimed calls go to the child back to back.
 fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, workers: usize) {
-    let mut child = Child::spawn(boot).ok();
+    // Ready before this worker takes a call: until then the calls go to workers that are.
+    let mut child = start_child(boot, shared).ok();
     let mut done: Done = Vec::new();
     loop {
         let Some(next) = next_calls(rx, shared, workers, done.is_empty()) else {
@@ -294,6 +292,27 @@ fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, w
     }
     if let Some(c) = child {
         c.close();
+    }
+}
+
+/// Start a worker process and wait for its setup reply. Err: why it cannot be used (an
+/// initializer that raised also marks the pool broken).
+fn start_child(boot: &Boot, shared: &Shared) -> Result<Child, String> {
+    let mut c =
+        Child::spawn(boot).map_err(|e| format!("could not start a worker process ({e})"))?;
+    c.wait(false, None, None);
+    match c.receive() {
+        Ok((0, _)) => Ok(c),
+        Ok((BROKEN, data)) => {
+            let tb = String::from_utf8_lossy(&data);
+            let msg = format!(
+                "A process in the pool failed in its initializer; the pool is not usable anymore. The initializer raised:\n{tb}"
+            );
+            let _ = shared.broken.set(msg.clone());
+            c.kill();
+            Err(msg)
+        }
+        _ => Err(format!("{}, while it started", c.death())),
     }
 }
 
@@ -328,12 +347,14 @@ fn run_some(
     }
     let mut c = match child.take() {
         Some(c) => c,
-        None => match Child::spawn(boot) {
+        None => match start_child(boot, shared) {
             Ok(c) => c,
-            Err(e) => {
-                let task = claimed.pop_front().expect("front exists");
-                let msg = format!("could not start a worker process ({e})").into_bytes();
-                done.push((task, CRASHED, msg));
+            Err(why) => {
+                // A broken pool fails every claimed call on the next pass (the check above).
+                if shared.broken.get().is_none() {
+                    let task = claimed.pop_front().expect("front exists");
+                    done.push((task, CRASHED, why.into_bytes()));
+                }
                 return;
             }
         },
@@ -355,31 +376,6 @@ fn run_some(
         }
         sent += 1;
         bytes += payload.len();
-    }
-    if !c.booted {
-        // Its setup reply first (it may have died in setup, and refused what was sent).
-        c.wait(false, None, None);
-        match c.receive() {
-            Ok((0, _)) => c.booted = true,
-            Ok((BROKEN, data)) => {
-                let tb = String::from_utf8_lossy(&data);
-                let msg = format!(
-                    "A process in the pool failed in its initializer; the pool is not usable anymore. The initializer raised:\n{tb}"
-                );
-                let _ = shared.broken.set(msg.clone());
-                c.kill();
-                for task in claimed.drain(..) {
-                    done.push((task, BROKEN, msg.clone().into_bytes()));
-                }
-                return;
-            }
-            _ => {
-                let task = claimed.pop_front().expect("front exists");
-                let why = format!("{}, while it started", c.death());
-                done.push((task, CRASHED, why.into_bytes()));
-                return;
-            }
-        }
     }
     if sent == 0 {
         // Nothing could be sent: the child is gone.
