@@ -54,6 +54,47 @@ async def settle_loop(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
+async def cancel_queued_call(call: Callable[[Callable[[], Any]], Any], pool: Callable[[], Any], gate: Gate) -> bool:
+    """With a one-worker pool busy running ``call(gate)``: queue ``call(ran.set)``, cancel its task
+    before it starts, let the first call finish and the worker pass over the cancelled one.
+    ``pool()`` is the Rust pool. True when the cancelled call ran anyway (it must not)."""
+    ran = threading.Event()
+    blocker = asyncio.create_task(call(gate))
+    assert await wait_event(gate.started)
+    queued = asyncio.create_task(call(ran.set))
+    assert await async_wait_until(lambda: pool().queued == 1)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    gate.release()
+    await blocker
+    assert await async_wait_until(lambda: pool().active == 0 and pool().queued == 0)
+    return ran.is_set()
+
+
+async def cancel_running_call(
+    call: Callable[[Callable[[], Any]], Any],
+    pool: Callable[[], Any],
+    gate: Gate,
+    loop_errors: Callable[[asyncio.AbstractEventLoop], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Cancel the task awaiting ``call(gate)`` while the call runs: the call still runs to its end
+    and its result reaches the loop (the drain runs). Returns what the loop's exception handler
+    was given meanwhile (it must be nothing)."""
+    errors = loop_errors(asyncio.get_running_loop())
+    task = asyncio.create_task(call(gate))
+    assert await wait_event(gate.started)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not gate.finished.is_set()
+    gate.release()
+    assert await wait_event(gate.finished)
+    assert await async_wait_until(lambda: pool().active == 0 and pool().queued == 0)
+    await settle_loop()
+    return errors
+
+
 def default_pool_idle() -> bool:
     """True when the pool behind ``to_thread`` has no runner alive and nothing queued."""
     pool = rustpool.default_thread_executor()._pool

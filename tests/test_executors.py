@@ -19,7 +19,15 @@ import pytest
 import rustpool
 from rustpool import _rustpool
 
-from .conftest import HAS_INTERPRETERS, WAIT, Gate, async_wait_until, wait_event, wait_until
+from .conftest import (
+    HAS_INTERPRETERS,
+    WAIT,
+    Gate,
+    async_wait_until,
+    cancel_queued_call,
+    wait_event,
+    wait_until,
+)
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("executor_var")
 
@@ -637,8 +645,8 @@ def test_set_default_executor_carries_context_through_asyncio_to_thread(thread_e
     assert asyncio.run(main()) == "caller"
 
 
-def test_thread_executor_run(thread_executor: Any) -> None:
-    ex = thread_executor(thread_name_prefix="awaitable")
+def test_executor_run(any_executor: Callable[..., Any]) -> None:
+    ex = any_executor(2, thread_name_prefix="awaitable")
 
     async def main() -> tuple[int, Any, str]:
         return (
@@ -666,22 +674,6 @@ def test_thread_executor_run_carries_contextvars(thread_executor: Any) -> None:
         return await ex.run(mutate), var.get()
 
     assert asyncio.run(main()) == ("caller", "caller")
-
-
-def test_cpu_executor_run(cpu_executor: Any) -> None:
-    ex = cpu_executor(2, thread_name_prefix="cpu-awaitable")
-
-    async def main() -> tuple[int, Any, str]:
-        return (
-            await ex.run(add, 1, b=2),
-            await ex.run(echo_kwargs, fn=1, func=2, self=3),
-            await ex.run(current_thread_name),
-        )
-
-    value, kwargs, name = asyncio.run(main())
-    assert value == 3
-    assert kwargs == ((), {"fn": 1, "func": 2, "self": 3})
-    assert name.startswith("cpu-awaitable_")
 
 
 def test_cpu_executor_run_does_not_carry_contextvars(cpu_executor: Any) -> None:
@@ -754,23 +746,15 @@ def test_initializer_failure_breaks_awaitable_run(thread_executor: Any, caplog: 
 
 
 def test_executor_run_cancel_before_start(any_executor: Callable[..., Any], gate: Gate) -> None:
+    """A call still queued when the task awaiting ``pool.run`` is cancelled never starts."""
     ex = any_executor(1)
-    ran = threading.Event()
 
-    async def main() -> None:
-        blocker = asyncio.create_task(ex.run(gate))
-        assert await wait_event(gate.started)
-        queued = asyncio.create_task(ex.run(ran.set))
-        assert await async_wait_until(lambda: ex._pool.queued == 1)
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
-        gate.release()
-        await blocker
-        assert await async_wait_until(lambda: ex._pool.active == 0 and ex._pool.queued == 0)
+    async def main() -> bool:
+        ran = await cancel_queued_call(ex.run, lambda: ex._pool, gate)
+        assert await ex.run(abs, -4) == 4
+        return ran
 
-    asyncio.run(main())
-    assert not ran.is_set()
+    assert asyncio.run(main()) is False
 
 
 # --- configure and the default pools ---------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 import rustpool
 
-from .conftest import WAIT, Gate, async_wait_until, wait_event
+from .conftest import WAIT, Gate, async_wait_until, cancel_queued_call, cancel_running_call
 
 
 @pytest.fixture(autouse=True)
@@ -93,43 +93,19 @@ def test_gathered_calls_in_order() -> None:
 
 def test_cancel_before_start_never_runs_the_call(restore_defaults: None, gate: Gate) -> None:
     rustpool.configure(cpu_workers=1)
-    ran = threading.Event()
+    pool = lambda: rustpool.default_cpu_executor()._pool  # noqa: E731
 
-    async def main() -> None:
-        blocker = asyncio.create_task(rustpool.run_cpu(gate))
-        assert await wait_event(gate.started)
-        queued = asyncio.create_task(rustpool.run_cpu(ran.set))
-        pool = rustpool.default_cpu_executor()._pool
-        assert await async_wait_until(lambda: pool.queued == 1)
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
-        gate.release()
-        await blocker
-        assert await async_wait_until(lambda: pool.active == 0 and pool.queued == 0)
+    async def main() -> bool:
+        ran = await cancel_queued_call(rustpool.run_cpu, pool, gate)
         assert await rustpool.run_cpu(mul, 5) == 5
+        return ran
 
-    asyncio.run(main())
-    assert not ran.is_set()
+    assert asyncio.run(main()) is False
 
 
 def test_cancel_during_the_call_lets_it_finish_silently(gate: Gate, unraisables: list[Any], loop_errors: Any) -> None:
-    async def main() -> list[dict[str, Any]]:
-        errors = loop_errors(asyncio.get_running_loop())
-        task = asyncio.create_task(rustpool.run_cpu(gate))
-        assert await wait_event(gate.started)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        gate.release()
-        assert await wait_event(gate.finished)
-        pool = rustpool.default_cpu_executor()._pool
-        assert await async_wait_until(lambda: pool.active == 0)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        return errors
-
-    assert asyncio.run(main()) == []
+    pool = lambda: rustpool.default_cpu_executor()._pool  # noqa: E731
+    assert asyncio.run(cancel_running_call(rustpool.run_cpu, pool, gate, loop_errors)) == []
     assert gate.calls == 1
     assert unraisables == []
 

@@ -21,6 +21,8 @@ from .conftest import (
     WAIT,
     Gate,
     async_wait_until,
+    cancel_queued_call,
+    cancel_running_call,
     default_pool_idle,
     settle_loop,
     wait_event,
@@ -270,72 +272,20 @@ def test_pool_stays_usable_after_an_exception() -> None:
 # --- cancellation ----------------------------------------------------------------------------
 
 
-def test_cancel_before_start_never_runs_the_call(thread_executor: Any, gate: Gate) -> None:
-    """A call still queued when its task is cancelled never starts."""
-    ex = thread_executor(max_workers=1)
-    ran = threading.Event()
-
-    async def main() -> None:
-        blocker = asyncio.create_task(ex.run(gate))
-        assert await wait_event(gate.started)
-        queued = asyncio.create_task(ex.run(ran.set))
-        assert await async_wait_until(lambda: ex._pool.queued == 1)
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
-        gate.release()
-        await blocker
-        # The single worker has now passed over the cancelled job.
-        assert await async_wait_until(lambda: ex._pool.active == 0 and ex._pool.queued == 0)
-        assert await ex.run(add, 2, 2) == 4
-
-    asyncio.run(main())
-    assert not ran.is_set()
-
-
 def test_to_thread_cancel_before_start_never_runs_the_call(restore_defaults: None, gate: Gate) -> None:
+    """A call still queued when its task is cancelled never starts (the executors' ``run``: see
+    test_executors.py)."""
     rustpool.configure(max_threads=1)
-    ran = threading.Event()
-
-    async def main() -> None:
-        blocker = asyncio.create_task(rustpool.to_thread(gate))
-        assert await wait_event(gate.started)
-        queued = asyncio.create_task(rustpool.to_thread(ran.set))
-        pool = rustpool.default_thread_executor()._pool
-        assert await async_wait_until(lambda: pool.queued == 1)
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
-        gate.release()
-        await blocker
-        assert await async_wait_until(lambda: pool.active == 0 and pool.queued == 0)
-
-    asyncio.run(main())
-    assert not ran.is_set()
+    pool = lambda: rustpool.default_thread_executor()._pool  # noqa: E731
+    assert asyncio.run(cancel_queued_call(rustpool.to_thread, pool, gate)) is False
 
 
 def test_cancel_during_the_call_lets_it_finish_silently(
     gate: Gate, unraisables: list[Any], loop_errors: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="asyncio")
-
-    async def main() -> list[dict[str, Any]]:
-        errors = loop_errors(asyncio.get_running_loop())
-        task = asyncio.create_task(rustpool.to_thread(gate))
-        assert await wait_event(gate.started)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert not gate.finished.is_set()
-        gate.release()
-        # The call runs to completion even though nobody awaits it any more...
-        assert await wait_event(gate.finished)
-        # ...and its result reaches the loop (the drain runs) without any complaint.
-        assert await async_wait_until(default_pool_idle)
-        await settle_loop()
-        return errors
-
-    errors = asyncio.run(main())
+    pool = lambda: rustpool.default_thread_executor()._pool  # noqa: E731
+    errors = asyncio.run(cancel_running_call(rustpool.to_thread, pool, gate, loop_errors))
     gc.collect()
     assert gate.calls == 1
     assert errors == []

@@ -12,7 +12,17 @@ import pytest
 
 import rustpool
 
-from .conftest import WAIT, Gate, async_wait_until, default_pool_idle, settle_loop, wait_event, wait_until
+from .conftest import (
+    WAIT,
+    Gate,
+    async_wait_until,
+    cancel_queued_call,
+    cancel_running_call,
+    default_pool_idle,
+    settle_loop,
+    wait_event,
+    wait_until,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -105,39 +115,12 @@ def test_run_cpu_exception() -> None:
 
 def test_cancel_before_start_never_runs(thread_executor: Any, gate: Gate) -> None:
     ex = thread_executor(max_workers=1)
-    ran = threading.Event()
-
-    async def main() -> None:
-        blocker = asyncio.create_task(ex.run(gate))
-        assert await wait_event(gate.started)
-        queued = asyncio.create_task(ex.run(ran.set))
-        assert await async_wait_until(lambda: ex._pool.queued == 1)
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
-        gate.release()
-        await blocker
-        assert await async_wait_until(lambda: ex._pool.active == 0 and ex._pool.queued == 0)
-
-    run(main)
-    assert not ran.is_set()
+    assert run(lambda: cancel_queued_call(ex.run, lambda: ex._pool, gate)) is False
 
 
 def test_cancel_during_the_call_is_silent(gate: Gate, unraisables: list[Any], loop_errors: Any) -> None:
-    async def main() -> list[dict[str, Any]]:
-        errors = loop_errors(asyncio.get_running_loop())
-        task = asyncio.create_task(rustpool.to_thread(gate))
-        assert await wait_event(gate.started)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        gate.release()
-        assert await wait_event(gate.finished)
-        assert await async_wait_until(default_pool_idle)
-        await settle_loop()
-        return errors
-
-    assert run(main) == []
+    pool = lambda: rustpool.default_thread_executor()._pool  # noqa: E731
+    assert run(lambda: cancel_running_call(rustpool.to_thread, pool, gate, loop_errors)) == []
     assert gate.calls == 1
     assert unraisables == []
 
