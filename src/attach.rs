@@ -4,28 +4,20 @@
 //! release, so a short call would pay for a thread state every time. Pool threads instead make
 //! their thread state once when they start (`thread_started`), keep it while idle (detached:
 //! they do not hold the GIL), and destroy it when the pool lets the thread go
-//! (`thread_stopping`). Once the interpreter begins to exit, nothing here touches Python again.
+//! (`thread_stopping`). Both count as live (`lifecycle::enter`) while they touch Python; once the
+//! interpreter begins to exit, nothing here touches Python again.
 
+use crate::lifecycle;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-static EXITING: AtomicBool = AtomicBool::new(false);
-
-/// Set by the package's exit hook, after every pool has drained and before finalization.
-pub fn mark_exiting() {
-    EXITING.store(true, Ordering::SeqCst);
-}
-
-pub fn exiting() -> bool {
-    EXITING.load(Ordering::SeqCst)
-}
-
 thread_local! {
-    static HELD: Cell<Option<(ffi::PyGILState_STATE, *mut ffi::PyThreadState)>> = const { Cell::new(None) };
+    /// This thread's Python thread state, and the fork generation it was made in (a forked
+    /// child's copy of the forking thread keeps it; no other pool thread exists there).
+    static HELD: Cell<Option<(ffi::PyGILState_STATE, *mut ffi::PyThreadState, u64)>> = const { Cell::new(None) };
 }
 
 /// What a pool runs once in each new worker thread, with the thread's Python name.
@@ -49,9 +41,9 @@ pub fn thread_started_plain() {
 }
 
 fn started(setup: Option<&ThreadSetup>) {
-    if exiting() {
+    let Some(_live) = lifecycle::enter() else {
         return;
-    }
+    };
     unsafe {
         if ffi::Py_IsInitialized() == 0 {
             return;
@@ -68,15 +60,19 @@ fn started(setup: Option<&ThreadSetup>) {
             }
         }
         let tstate = ffi::PyEval_SaveThread();
-        HELD.set(Some((gstate, tstate)));
+        HELD.set(Some((gstate, tstate, lifecycle::generation())));
     }
 }
 
 /// Called last thing in a pool thread that the pool lets go.
 pub fn thread_stopping() {
-    if let Some((gstate, tstate)) = HELD.take() {
-        if exiting() {
+    if let Some((gstate, tstate, generation)) = HELD.take() {
+        let Some(_live) = lifecycle::enter() else {
             // The interpreter is going away: leave the thread state for finalization to reclaim.
+            return;
+        };
+        if lifecycle::forked_since(generation) {
+            // Made in the parent: the child's runtime dropped it already.
             return;
         }
         unsafe {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 pub struct TokioSpawner {
     runtime: Option<tokio::runtime::Runtime>,
+    generation: u64,
 }
 
 impl Spawn for TokioSpawner {
@@ -29,7 +30,12 @@ impl Drop for TokioSpawner {
     fn drop(&mut self) {
         // Never block here: the last reference may go away on one of the runtime's own threads.
         if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+            if crate::lifecycle::forked_since(self.generation) {
+                // Inherited through a fork: its threads are not in this process; leave it be.
+                std::mem::forget(rt);
+            } else {
+                rt.shutdown_background();
+            }
         }
     }
 }
@@ -91,9 +97,16 @@ impl BlockingPool {
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         let spawner = TokioSpawner {
             runtime: Some(runtime),
+            generation: crate::lifecycle::generation(),
         };
         Ok(BlockingPool {
-            sched: Scheduler::new(spawner, max_threads, broken, broken_thread_pool),
+            sched: Scheduler::new(
+                spawner,
+                "ThreadExecutor",
+                max_threads,
+                broken,
+                broken_thread_pool,
+            ),
             max_threads,
             keep_alive,
         })
@@ -129,8 +142,8 @@ impl BlockingPool {
     }
 
     #[pyo3(signature = (wait=true, cancel_futures=false))]
-    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
-        self.sched.shutdown(py, wait, cancel_futures);
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
+        self.sched.shutdown(py, wait, cancel_futures)
     }
 
     #[getter]

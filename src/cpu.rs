@@ -229,11 +229,15 @@ impl CpuPool {
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = self.timeout(timeout)?;
-        let watch = self.kill_on_cancel.then(CancelWatch::new);
+        // Isolated workers claim calls in batches: the flag tells them, without the GIL, that a
+        // claimed call was cancelled before it began (and, with kill_on_cancel, while it runs).
+        let watch = (self.isolation != "thread").then(CancelWatch::new);
         let flag = watch.as_ref().map(|(_, f)| f.clone());
+        let kill_on_cancel = self.kill_on_cancel;
         let fut = run_on_loop(py, func, args, kwargs, false, |mut job: Job| {
             job.timeout = timeout;
             job.cancelled = flag;
+            job.kill_on_cancel = kill_on_cancel;
             self.backend.submit(py, job)
         })?;
         if let Some((watch, _)) = watch {
@@ -259,8 +263,8 @@ impl CpuPool {
     }
 
     #[pyo3(signature = (wait=true, cancel_futures=false))]
-    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
-        self.backend.shutdown(py, wait, cancel_futures);
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
+        self.backend.shutdown(py, wait, cancel_futures)
     }
 
     #[getter]

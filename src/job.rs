@@ -87,13 +87,31 @@ impl Target {
                     Outcome::Err(e) => {
                         fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))
                     }
-                    Outcome::Cancel => fut.call_method0(intern!(py, "cancel")),
+                    Outcome::Cancel => cancel_concurrent(fut),
                 };
                 // Only fails when someone else already settled the future by hand.
                 drop(r);
             }
         }
     }
+}
+
+pyo3::import_exception!(concurrent.futures, CancelledError);
+use CancelledError as ConcurrentCancelledError;
+
+/// Cancel a `concurrent.futures.Future`. One that a worker claimed (it is running, for
+/// `concurrent.futures`) cannot be cancelled any more: it gets a `CancelledError` as its
+/// exception instead, so that it still ends exactly once.
+fn cancel_concurrent<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = fut.py();
+    let cancelled = fut.call_method0(intern!(py, "cancel"))?;
+    if cancelled.is_truthy()? || fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        return Ok(cancelled);
+    }
+    let err = ConcurrentCancelledError::new_err(
+        "the call was claimed by a worker but never began: its pool was aborted (Ctrl-C)",
+    );
+    fut.call_method1(intern!(py, "set_exception"), (err.into_value(py),))
 }
 
 pub struct Job {
@@ -103,9 +121,12 @@ pub struct Job {
     pub claimed: bool,
     /// The most the call may run (only a worker process can be stopped: its process is killed).
     pub timeout: Option<Duration>,
-    /// Set when the awaiting side cancelled the call (see `CancelWatch`): a worker process
-    /// running it is killed.
+    /// Raised when the awaiting side cancelled the call (see `CancelWatch`): an isolated worker
+    /// that claimed it in a batch looks at it, without the GIL, right before the call would
+    /// begin, and never begins it.
     pub cancelled: Option<Arc<AtomicBool>>,
+    /// Cancelling the call while it runs kills its worker process.
+    pub kill_on_cancel: bool,
 }
 
 /// A done-callback for an asyncio future that raises a flag when the future was cancelled: the
@@ -143,6 +164,33 @@ impl Job {
             claimed: false,
             timeout: None,
             cancelled: None,
+            kill_on_cancel: false,
+        }
+    }
+
+    /// Whether the awaiting side cancelled the call (seen without the GIL; the flag is raised by
+    /// the future's done-callback, one loop iteration after `cancel()`).
+    pub fn cancel_seen(&self) -> bool {
+        self.cancelled
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Acquire))
+    }
+
+    /// With the GIL, right before a call claimed earlier begins: false when its awaiting side
+    /// gave up on it since (an asyncio future can still be cancelled after the claim; a
+    /// concurrent future cannot, it is running from the claim on).
+    pub fn still_wanted(&self, py: Python<'_>) -> bool {
+        if self.cancel_seen() {
+            return false;
+        }
+        match &self.target {
+            Target::Loop { fut, .. } => fut
+                .bind(py)
+                .call_method0(intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .map(|done| !done)
+                .unwrap_or(false),
+            Target::Concurrent { .. } => true,
         }
     }
 

@@ -1,7 +1,8 @@
 //! rustpool's native core. This file only assembles the module; each concern has its own file:
 //! `bridge` (completing asyncio futures from pool threads), `job` (one unit of work), `runner`
 //! (the scheduler shared by thread pools), `attach` (pool threads' Python thread states),
-//! `blocking` (the elastic pool behind `to_thread`), `cpu` + `isolation/` (the CPU pool).
+//! `blocking` (the elastic pool behind `to_thread`), `cpu` + `isolation/` (the CPU pool),
+//! `lifecycle` (exit, Ctrl-C and fork, for every pool).
 
 mod attach;
 mod blocking;
@@ -10,22 +11,42 @@ mod cpu;
 mod handoff;
 mod isolation;
 mod job;
+mod lifecycle;
 mod runner;
 
 use pyo3::prelude::*;
 
-/// Called by the package's exit hook once every pool has drained: from then on pool threads
-/// never touch the interpreter again.
+/// The package's exit hook: every pool finishes what it was given (with `abort`, after a Ctrl-C:
+/// queued calls are cancelled and worker processes killed first), then no pool thread touches
+/// Python again. Interruptible: a first Ctrl-C aborts and goes on waiting for threads that run
+/// Python, a second raises KeyboardInterrupt.
 #[pyfunction]
-fn _mark_exiting() {
-    attach::mark_exiting();
+fn _exit(py: Python<'_>, abort: bool) -> PyResult<()> {
+    lifecycle::exit(py, abort)
 }
 
-/// Called by the exit hook: wait until every subinterpreter and process worker has ended (their
-/// queued calls done; subinterpreters must end before the main interpreter finalizes).
+/// Pool threads that may still run Python (the exit hook's last word after a second Ctrl-C).
 #[pyfunction]
-fn _join_workers(py: Python<'_>) {
-    isolation::workers::wait_all_ended(py);
+fn _live_threads() -> usize {
+    lifecycle::live_threads()
+}
+
+/// `os.register_at_fork(before=...)`.
+#[pyfunction]
+fn _before_fork(py: Python<'_>) {
+    lifecycle::before_fork(py);
+}
+
+/// `os.register_at_fork(after_in_parent=...)`.
+#[pyfunction]
+fn _after_fork_parent() {
+    lifecycle::after_fork_parent();
+}
+
+/// `os.register_at_fork(after_in_child=...)`.
+#[pyfunction]
+fn _after_fork_child() {
+    lifecycle::after_fork_child();
 }
 
 /// The isolation mode `name` stands for in this build ("auto" resolved); ValueError when the
@@ -43,8 +64,11 @@ fn _rustpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<blocking::BlockingPool>()?;
     m.add_class::<cpu::CpuPool>()?;
     m.add_class::<bridge::Drain>()?;
-    m.add_function(wrap_pyfunction!(_mark_exiting, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_isolation, m)?)?;
-    m.add_function(wrap_pyfunction!(_join_workers, m)?)?;
+    m.add_function(wrap_pyfunction!(_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(_live_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;
     Ok(())
 }

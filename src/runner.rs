@@ -8,16 +8,20 @@
 //! Runners are added only when work would otherwise wait: on submit when no runner is free, and
 //! by a runner that takes a job while more are queued and none is free (so 200 blocking calls
 //! gathered at once fan out to 200 threads, one new runner at a time). `cap` bounds the runners.
+//!
+//! A runner counts as live (`lifecycle::enter`) while it runs: the exit hook waits for it, and
+//! once the process is exiting no runner starts.
 
 use crate::handoff::Handoff;
 use crate::job::Job;
-use parking_lot::{Condvar, Mutex};
+use crate::lifecycle::{self, Pool};
+use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// How long a runner whose queue ran dry waits for more work, spinning without the GIL, before it
@@ -49,8 +53,11 @@ struct State {
 
 pub struct Scheduler<S: Spawn> {
     state: Mutex<State>,
-    all_done: Condvar,
     spawner: S,
+    /// What the pool is called in errors ("ThreadExecutor", "CpuExecutor").
+    what: &'static str,
+    /// The fork generation the pool was made in (see `lifecycle`).
+    generation: u64,
     cap: usize,
     broken: Arc<OnceLock<String>>,
     broken_error: fn(String) -> PyErr,
@@ -69,11 +76,12 @@ thread_local! {
 impl<S: Spawn> Scheduler<S> {
     pub fn new(
         spawner: S,
+        what: &'static str,
         cap: usize,
         broken: Arc<OnceLock<String>>,
         broken_error: fn(String) -> PyErr,
     ) -> Arc<Self> {
-        Arc::new(Scheduler {
+        let sched = Arc::new(Scheduler {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 runners: 0,
@@ -81,15 +89,24 @@ impl<S: Spawn> Scheduler<S> {
                 spinning: 0,
                 shutdown: false,
             }),
-            all_done: Condvar::new(),
             spawner,
+            what,
+            generation: lifecycle::generation(),
             cap,
             broken,
             broken_error,
             queued: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
             handoff: Handoff::default(),
-        })
+        });
+        let weak: Weak<dyn Pool> = Arc::downgrade(&sched) as Weak<Self>;
+        lifecycle::register(weak);
+        sched
+    }
+
+    /// Whether this pool was inherited through a fork (its threads do not exist here).
+    pub fn forked(&self) -> bool {
+        lifecycle::forked_since(self.generation)
     }
 
     /// Queue a job; when a runner is spinning idle, hand it the GIL and give a short call the
@@ -107,10 +124,13 @@ impl<S: Spawn> Scheduler<S> {
     }
 
     fn try_submit(self: &Arc<Self>, py: Python<'_>, job: Job) -> Result<(), Box<(PyErr, Job)>> {
+        if self.forked() {
+            return Err(Box::new((lifecycle::forked_error(self.what), job)));
+        }
         if let Some(msg) = self.broken.get() {
             return Err(Box::new(((self.broken_error)(msg.clone()), job)));
         }
-        if crate::attach::exiting() {
+        if lifecycle::exiting() {
             return Err(Box::new((
                 PyRuntimeError::new_err("cannot schedule new futures after interpreter shutdown"),
                 job,
@@ -154,6 +174,12 @@ impl<S: Spawn> Scheduler<S> {
 
     fn run_runner(self: &Arc<Self>) {
         let id = Arc::as_ptr(self) as *const () as usize;
+        let Some(_live) = lifecycle::enter() else {
+            // The process is exiting: no Python any more (the queue is left as it is).
+            self.state.lock().runners -= 1;
+            lifecycle::notify();
+            return;
+        };
         let outer = RUNNING_FOR.replace(id);
         Python::attach(|py| {
             let mut st = self.state.lock();
@@ -177,7 +203,7 @@ impl<S: Spawn> Scheduler<S> {
                     }
                     st.runners -= 1;
                     if st.runners == 0 {
-                        self.all_done.notify_all();
+                        lifecycle::notify();
                     }
                     break;
                 };
@@ -214,7 +240,13 @@ impl<S: Spawn> Scheduler<S> {
     }
 
     /// `Executor.shutdown`: refuse new work, optionally cancel queued work, optionally wait.
-    pub fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
+    /// The wait can be interrupted (Ctrl-C): then the queued calls are cancelled and
+    /// KeyboardInterrupt is raised; calls already running finish in the background.
+    pub fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
+        if self.forked() {
+            // Nothing of it runs in this process (and its lock may have been held at the fork).
+            return Ok(());
+        }
         let cancelled: Vec<Job> = {
             let mut st = self.state.lock();
             st.shutdown = true;
@@ -232,13 +264,13 @@ impl<S: Spawn> Scheduler<S> {
             // A runner of this pool that shuts its own pool down waits for the others only.
             let me = self as *const Self as *const () as usize;
             let own = usize::from(RUNNING_FOR.get() == me);
-            py.detach(|| {
-                let mut st = self.state.lock();
-                while st.runners > own {
-                    self.all_done.wait(&mut st);
-                }
-            });
+            let waited = lifecycle::wait_interruptibly(py, || self.state.lock().runners <= own);
+            if waited.is_err() {
+                Pool::abort(self, py);
+            }
+            waited?;
         }
+        Ok(())
     }
 
     pub fn handoff_stats(&self) -> (u64, u64) {
@@ -246,13 +278,26 @@ impl<S: Spawn> Scheduler<S> {
     }
 
     pub fn is_shutdown(&self) -> bool {
-        self.state.lock().shutdown
+        self.forked() || self.state.lock().shutdown
     }
 
     /// (runners alive, jobs queued)
     pub fn counts(&self) -> (usize, usize) {
+        if self.forked() {
+            return (0, 0);
+        }
         let st = self.state.lock();
         (st.runners, st.queue.len())
+    }
+}
+
+impl<S: Spawn> Pool for Scheduler<S> {
+    fn close(&self, py: Python<'_>) {
+        drop(self.shutdown(py, false, false));
+    }
+
+    fn abort(&self, py: Python<'_>) {
+        drop(self.shutdown(py, false, true));
     }
 }
 
@@ -273,6 +318,7 @@ mod tests {
         Python::initialize();
         Scheduler::new(
             StdSpawner,
+            "test pool",
             cap,
             Arc::new(OnceLock::new()),
             PyRuntimeError::new_err,
@@ -319,7 +365,7 @@ mod tests {
                 assert_eq!(result(py, f).unwrap(), i as i64);
             }
         });
-        Python::attach(|py| s.shutdown(py, true, false));
+        Python::attach(|py| s.shutdown(py, true, false)).unwrap();
         assert_eq!(s.counts(), (0, 0));
     }
 
@@ -327,7 +373,7 @@ mod tests {
     fn submit_after_shutdown_is_refused() {
         let s = scheduler(2);
         Python::attach(|py| {
-            s.shutdown(py, true, false);
+            s.shutdown(py, true, false).unwrap();
             let abs = py.import("builtins").unwrap().getattr("abs").unwrap();
             let err = submit_call(py, &s, &abs, PyTuple::new(py, [1]).unwrap()).unwrap_err();
             assert!(err.to_string().contains("after shutdown"), "{err}");
@@ -348,7 +394,7 @@ mod tests {
             let abs = py.import("builtins").unwrap().getattr("abs").unwrap();
             let ok = submit_call(py, &s, &abs, PyTuple::new(py, [-5]).unwrap()).unwrap();
             assert_eq!(result(py, &ok).unwrap(), 5);
-            s.shutdown(py, true, false);
+            s.shutdown(py, true, false).unwrap();
         });
     }
 }

@@ -14,8 +14,9 @@ import asyncio
 import collections
 import itertools
 import math
+import os
+import sys
 import threading
-import weakref
 from concurrent.futures import Executor, Future
 from concurrent.futures import thread as _cf_thread
 from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, TypeVar
@@ -55,8 +56,6 @@ DEFAULT_MAX_THREADS: int = _rustpool.DEFAULT_MAX_THREADS
 DEFAULT_KEEP_ALIVE: float = 10.0
 
 _counter = itertools.count()
-# Every executor still alive, drained at interpreter exit (as concurrent.futures does).
-_live: weakref.WeakSet[Executor] = weakref.WeakSet()
 
 
 def _check_workers(max_workers: int | None) -> None:
@@ -217,7 +216,6 @@ class ThreadExecutor(_PoolExecutor, _cf_thread.ThreadPoolExecutor):
         self._pool = BlockingPool(
             max_workers, keep_alive, self._thread_name_prefix, initializer, tuple(initargs)
         )
-        _live.add(self)
 
     def map(  # type: ignore[override]
         self,
@@ -299,7 +297,6 @@ class CpuExecutor(_PoolExecutor, Executor):
             kill_on_cancel,
         )
         self._max_workers = self._pool.max_workers
-        _live.add(self)
 
     def map(
         self,
@@ -520,15 +517,46 @@ async def run_cpu(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     return await pool.run(func, *args, **kwargs)
 
 
+def _interrupted() -> bool:
+    """Whether the program is ending because of a Ctrl-C nobody caught (the interpreter records
+    the uncaught exception before it runs the exit hooks)."""
+    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    return isinstance(last, KeyboardInterrupt)
+
+
 def _at_exit() -> None:
-    # Like concurrent.futures: let every pool finish its work before the interpreter goes, then
-    # tell the Rust side that pool threads must not touch Python any more.
-    for ex in list(_live):
-        ex.shutdown(wait=True)
-    # Executors collected without shutdown: their workers finish the queue and end by themselves;
-    # wait for them all (subinterpreters must be gone before the main interpreter finalizes).
-    _rustpool._join_workers()
-    _rustpool._mark_exiting()
+    # Like concurrent.futures: every pool (dropped and replaced ones included) finishes the work
+    # it was given before the interpreter goes, then no pool thread touches Python again. After
+    # a Ctrl-C, calls that have not begun are cancelled and worker processes are killed instead;
+    # a Ctrl-C during the wait does the same.
+    try:
+        _rustpool._exit(_interrupted())
+    except KeyboardInterrupt:
+        # A second Ctrl-C while pool threads still run Python: finalizing under them would crash
+        # the process, so end it now, as the user asked.
+        live = _rustpool._live_threads()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed or broken stream cannot stop the exit
+                pass
+        os.write(2, f"rustpool: interrupted again; {live} pool thread(s) still running Python, exiting now\n".encode())
+        os._exit(130)
+
+
+def _before_fork() -> None:
+    _rustpool._before_fork()
+
+
+def _after_fork_child() -> None:
+    # None of the parent's pool threads exist here: the default pools are made again on first
+    # use; executors made before the fork refuse calls with a RuntimeError naming the fork.
+    global _lock, _default_thread, _default_cpu, _thread_rs, _cpu_rs
+    _rustpool._after_fork_child()
+    _lock = threading.Lock()
+    _default_thread = _default_cpu = None
+    _thread_rs = _cpu_rs = None
 
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+os.register_at_fork(before=_before_fork, after_in_parent=_rustpool._after_fork_parent, after_in_child=_after_fork_child)

@@ -7,13 +7,16 @@
 //! kept for life and attached only while a call runs. Nothing of PyO3 runs inside the
 //! subinterpreter (PyO3 modules refuse to load there): the worker side is raw C API, and only
 //! bytes cross: the call as pickle protocol 5 (made on the main side by `rustpool._crossing`), the
-//! reply as (status, bytes). The worker attaches to the main interpreter once per call, to settle
-//! the previous call's future and claim the next call (a call cancelled before it starts never
-//! runs), and ends its subinterpreter on its own thread when the pool shuts down. The package's
-//! exit hook waits for every subinterpreter to end before the main interpreter finalizes.
+//! reply as (status, bytes). The worker attaches to the main interpreter once per call (or per
+//! small batch of short calls), to settle the previous calls' futures and claim the next ones (a
+//! call cancelled before it begins never runs), and ends its subinterpreter on its own thread
+//! when the pool shuts down, and before every `os.fork()` (a forked child dies on a
+//! subinterpreter that exists; the worker makes a new one for its next call). The package's exit
+//! hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, PANICKED, UNLOADABLE,
+    crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
+    WorkerPool, PANICKED, SETTLE_AFTER, UNLOADABLE,
 };
 use super::Isolation;
 use crate::job::panic_message;
@@ -22,10 +25,12 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Creating and ending interpreters is racy: one at a time, process-wide.
 static CREATE: Mutex<()> = Mutex::new(());
@@ -78,18 +83,57 @@ pub fn start(
     )
 }
 
-/// The body of one worker thread.
+/// A worker's subinterpreter, booted (`_run` and `_teardown` defined in it).
+struct Interp {
+    sub_ts: *mut ffi::PyThreadState,
+    run: *mut ffi::PyObject,
+    teardown: *mut ffi::PyObject,
+}
+
+/// The body of one worker thread: a main-interpreter thread state for life, a subinterpreter
+/// made at start and again after each fork (ended before it), ended when the pool shuts down.
 unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared, workers: usize) {
-    if crate::attach::exiting() || ffi::Py_IsInitialized() == 0 {
+    if ffi::Py_IsInitialized() == 0 {
         return;
     }
-    // One creation at a time, and the lock taken before the main GIL: a creation in progress
-    // needs the main GIL to import builtin modules.
-    let one_at_a_time = CREATE.lock();
-    // A main-interpreter thread state for this thread, for life; we hold the main GIL now.
+    // A main-interpreter thread state for this thread, for life.
     let gstate = ffi::PyGILState_Ensure();
     let main_ts = ffi::PyThreadState_Get();
-    let created = {
+    ffi::PyEval_SaveThread();
+    let mut worker = Worker {
+        boot,
+        main_ts,
+        interp: None,
+        failed: None,
+    };
+    if !shared.parking() {
+        worker.ensure_interp();
+    }
+    worker.serve(rx, shared, workers);
+    worker.end_interp();
+    ffi::PyEval_RestoreThread(main_ts);
+    ffi::PyGILState_Release(gstate);
+}
+
+struct Worker<'a> {
+    boot: &'a Boot,
+    main_ts: *mut ffi::PyThreadState,
+    interp: Option<Interp>,
+    /// Why no subinterpreter could be made: every call this worker takes then fails with it.
+    failed: Option<String>,
+}
+
+impl Worker<'_> {
+    /// Make and boot the subinterpreter unless there is one (or making one failed before).
+    /// Nothing is attached on this thread before or after.
+    unsafe fn ensure_interp(&mut self) {
+        if self.interp.is_some() || self.failed.is_some() {
+            return;
+        }
+        // One creation at a time, and the lock taken before the main GIL: a creation in
+        // progress needs the main GIL to import builtin modules.
+        let _one_at_a_time = CREATE.lock();
+        ffi::PyEval_RestoreThread(self.main_ts);
         let config = ffi::PyInterpreterConfig {
             use_main_obmalloc: 0,
             allow_fork: 0,
@@ -109,104 +153,115 @@ unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared, workers
                     .to_string_lossy()
                     .into_owned()
             };
-            // A failed creation leaves the main thread state current again.
-            Err(msg)
-        } else {
-            // Now the subinterpreter is attached and the main thread state detached.
-            let booted = boot_worker(boot);
-            ffi::PyEval_SaveThread();
-            match booted {
-                Ok((run, teardown)) => Ok((sub_ts, run, teardown)),
-                Err(msg) => {
-                    ffi::PyEval_RestoreThread(sub_ts);
-                    ffi::Py_EndInterpreter(sub_ts);
-                    ffi::PyEval_RestoreThread(main_ts);
-                    ffi::PyEval_SaveThread();
-                    Err(msg)
-                }
-            }
+            // Detach whatever a failed creation left attached (the main thread state).
+            ffi::PyThreadState_Swap(ptr::null_mut());
+            self.failed = Some(msg);
+            return;
         }
-    };
-    drop(one_at_a_time);
-    if created.is_err() {
-        // Still holding the main GIL on the failure path above: release it.
-        if ffi::PyGILState_Check() == 1 {
-            ffi::PyEval_SaveThread();
-        }
-    }
-    match created {
-        Ok((sub_ts, run, teardown)) => {
-            serve(rx, shared, workers, main_ts, sub_ts, run);
-            // Ending is serialized like creation: concurrent Py_EndInterpreter calls corrupt
-            // memory on 3.13.0 (seen here: a double free in the tuple free list).
-            let _one_at_a_time = CREATE.lock();
-            ffi::PyEval_RestoreThread(sub_ts);
-            let r = ffi::PyObject_CallNoArgs(teardown);
-            if r.is_null() {
-                ffi::PyErr_Clear();
-            }
-            ffi::Py_XDECREF(r);
-            ffi::Py_DecRef(teardown);
-            ffi::Py_DecRef(run);
-            ffi::Py_EndInterpreter(sub_ts);
-        }
-        Err(msg) => {
-            // Fail every call this worker takes, with the reason; the pool stays usable for
-            // whatever the other workers can do.
-            while let Ok(task) = rx.recv() {
-                with_main(main_ts, |py| {
-                    task.job.fail(
-                        py,
-                        PyRuntimeError::new_err(format!(
-                            "could not start a subinterpreter worker: {msg}"
-                        )),
-                    )
+        // The subinterpreter is attached now (the main thread state detached).
+        match boot_worker(self.boot) {
+            Ok((run, teardown)) => {
+                ffi::PyEval_SaveThread();
+                self.interp = Some(Interp {
+                    sub_ts,
+                    run,
+                    teardown,
                 });
             }
+            Err(msg) => {
+                // Leaves nothing attached.
+                ffi::Py_EndInterpreter(sub_ts);
+                self.failed = Some(msg);
+            }
         }
     }
-    if crate::attach::exiting() {
-        return;
-    }
-    ffi::PyEval_RestoreThread(main_ts);
-    ffi::PyGILState_Release(gstate);
-}
 
-/// Take calls until the pool is shut down and the queue is empty.
-///
-/// Each attach to the main interpreter settles every call the worker finished and claims the
-/// next ones: one call when the queue is short, a small batch when it is long (a share of the
-/// queue small enough that the other workers still get theirs), so a burst of small calls costs a
-/// fraction of a main-GIL hand-off per call.
-unsafe fn serve(
-    rx: &Receiver<Task>,
-    shared: &Shared,
-    workers: usize,
-    main_ts: *mut ffi::PyThreadState,
-    mut sub_ts: *mut ffi::PyThreadState,
-    run: *mut ffi::PyObject,
-) {
-    let mut done: Done = Vec::new();
-    loop {
-        let Some(next) = next_calls(rx, shared, workers, done.is_empty()) else {
+    /// End the subinterpreter, if there is one (nothing attached before or after).
+    unsafe fn end_interp(&mut self) {
+        let Some(Interp {
+            sub_ts,
+            run,
+            teardown,
+        }) = self.interp.take()
+        else {
             return;
         };
-        let claimed: Vec<Task> =
-            with_main(main_ts, |py| settle_and_claim(py, shared, &mut done, next));
-        if claimed.is_empty() {
-            continue;
-        }
+        // Ending is serialized like creation: concurrent Py_EndInterpreter calls corrupt memory
+        // on 3.13.0 (seen here: a double free in the tuple free list).
+        let _one_at_a_time = CREATE.lock();
         ffi::PyEval_RestoreThread(sub_ts);
-        for task in claimed {
-            let reply = catch_unwind(AssertUnwindSafe(|| match &task.payload {
-                Some(payload) => call_run(run, payload),
-                None => panic!("rustpool test panic inside an interpreter worker"),
-            }));
-            let (status, data) =
-                reply.unwrap_or_else(|p| (PANICKED, panic_message(p.as_ref()).into_bytes()));
-            done.push((task, status, data));
+        let r = ffi::PyObject_CallNoArgs(teardown);
+        if r.is_null() {
+            ffi::PyErr_Clear();
         }
-        sub_ts = ffi::PyEval_SaveThread();
+        ffi::Py_XDECREF(r);
+        ffi::Py_DecRef(teardown);
+        ffi::Py_DecRef(run);
+        ffi::Py_EndInterpreter(sub_ts);
+    }
+
+    /// Take calls until the pool is shut down and the queue is empty.
+    ///
+    /// Each attach to the main interpreter settles every call the worker finished and claims the
+    /// next ones: one call, or, while calls are short and the queue is long, a small batch (a
+    /// share of the queue small enough that the other workers still get theirs), so a burst of
+    /// small calls costs a fraction of a main-GIL hand-off per call. A claimed call that was
+    /// cancelled since never begins, and a batch that runs longer than `SETTLE_AFTER` settles
+    /// what it finished on the way.
+    unsafe fn serve(&mut self, rx: &Receiver<Task>, shared: &Shared, workers: usize) {
+        let main_ts = self.main_ts;
+        let mut done: Done = Vec::new();
+        while let Some(next) = next_calls(rx, shared, workers, done.is_empty()) {
+            let mut claimed: VecDeque<Task> =
+                with_main(main_ts, |py| settle_and_claim(py, shared, &mut done, next));
+            if shared.parking() {
+                // A fork is coming: no subinterpreter may exist when it happens. The calls just
+                // claimed run after it, in a new subinterpreter.
+                self.end_interp();
+                shared.park();
+            }
+            if claimed.is_empty() {
+                continue;
+            }
+            self.ensure_interp();
+            let Some(interp) = &self.interp else {
+                let msg = self.failed.clone().unwrap_or_default();
+                with_main(main_ts, |py| {
+                    for task in claimed.drain(..) {
+                        let err = PyRuntimeError::new_err(format!(
+                            "could not start a subinterpreter worker: {msg}"
+                        ));
+                        task.job.fail(py, err);
+                    }
+                });
+                continue;
+            };
+            let mut last_trip = Instant::now();
+            ffi::PyEval_RestoreThread(interp.sub_ts);
+            while let Some(task) = claimed.pop_front() {
+                let Some(task) = may_begin(shared, task, &mut done) else {
+                    continue;
+                };
+                let began = Instant::now();
+                let reply = catch_unwind(AssertUnwindSafe(|| match &task.payload {
+                    Some(payload) => call_run(interp.run, payload),
+                    None => panic!("rustpool test panic inside an interpreter worker"),
+                }));
+                shared.timed(began.elapsed());
+                let (status, data) =
+                    reply.unwrap_or_else(|p| (PANICKED, panic_message(p.as_ref()).into_bytes()));
+                done.push((task, status, data));
+                if !claimed.is_empty() && last_trip.elapsed() >= SETTLE_AFTER {
+                    ffi::PyEval_SaveThread();
+                    with_main(main_ts, |py| {
+                        settle_and_recheck(py, shared, &mut done, &mut claimed)
+                    });
+                    ffi::PyEval_RestoreThread(interp.sub_ts);
+                    last_trip = Instant::now();
+                }
+            }
+            ffi::PyEval_SaveThread();
+        }
     }
 }
 

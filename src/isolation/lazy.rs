@@ -50,10 +50,11 @@ impl Isolation for Lazy {
         }
     }
 
-    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
         self.closed.store(true, Ordering::Release);
-        if let Some(pool) = self.pool.get(py) {
-            pool.shutdown(py, wait, cancel_futures);
+        match self.pool.get(py) {
+            Some(pool) => pool.shutdown(py, wait, cancel_futures),
+            None => Ok(()),
         }
     }
 

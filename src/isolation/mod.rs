@@ -22,8 +22,9 @@ pub fn broken_error(msg: String) -> PyErr {
 pub trait Isolation: Send + Sync {
     /// Queue a job; errors (shut down, broken) are raised to the submitter.
     fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()>;
-    /// `Executor.shutdown` semantics.
-    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool);
+    /// `Executor.shutdown` semantics; a wait interrupted by Ctrl-C raises KeyboardInterrupt
+    /// after cancelling what has not begun.
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()>;
     fn is_shutdown(&self) -> bool;
     /// (workers busy or about to take queued work, jobs queued)
     fn counts(&self) -> (usize, usize);

@@ -16,8 +16,8 @@
 //! before either sleeps, so a short call costs no thread wake-up on either side.
 
 use super::workers::{
-    crossing, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, BROKEN, CANCELLED,
-    CRASHED, PANICKED, TIMED_OUT,
+    crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
+    WorkerPool, BROKEN, CANCELLED, CRASHED, PANICKED, SETTLE_AFTER, TIMED_OUT,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -272,26 +272,49 @@ pub fn start(
 /// Calls written to a child before its replies are read, at most this many bytes (more could
 /// fill both pipes at once and deadlock).
 const PIPELINE_BYTES: usize = 32 * 1024;
+/// More than one call is written ahead to a child only while the last call took less than this:
+/// a call written ahead cannot be taken back (cancelled, or given to an idle worker).
+const PIPELINE_BELOW_NS: u64 = 200_000;
 
 /// Take calls until the pool is shut down and the queue is empty. As the subinterpreter workers
 /// do, one attach to the main interpreter settles what finished and claims the next calls (a
-/// small share of a long queue); the claimed calls go to the child back to back.
+/// small share of a long queue while calls are short); a batch that runs longer than
+/// `SETTLE_AFTER` settles what it finished on the way and drops claimed calls cancelled since.
 fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, workers: usize) {
     // Ready before this worker takes a call: until then the calls go to workers that are.
     let mut child = start_child(boot, shared).ok();
     let mut done: Done = Vec::new();
-    loop {
-        let Some(next) = next_calls(rx, shared, workers, done.is_empty()) else {
-            break;
-        };
+    while let Some(next) = next_calls(rx, shared, workers, done.is_empty()) {
         let mut claimed: VecDeque<Task> =
             Python::attach(|py| settle_and_claim(py, shared, &mut done, next));
+        let mut last_trip = Instant::now();
         while !claimed.is_empty() {
             run_some(boot, shared, &mut child, &mut claimed, &mut done);
+            if !claimed.is_empty() && !done.is_empty() && last_trip.elapsed() >= SETTLE_AFTER {
+                Python::attach(|py| settle_and_recheck(py, shared, &mut done, &mut claimed));
+                last_trip = Instant::now();
+            }
         }
     }
     if let Some(c) = child {
+        forget_child(shared, &c);
         c.close();
+    }
+}
+
+/// Take a child out of the pool's registry before it is reaped (after that its pid may be
+/// another process's, which an abort must not kill).
+fn forget_child(shared: &Shared, c: &Child) {
+    shared.children.lock().remove(&c.process.id());
+}
+
+/// The status of a call whose child died while it ran: cancelled when the pool was aborted
+/// (Ctrl-C killed the child), else a crash.
+fn death_status(shared: &Shared) -> i64 {
+    if shared.aborting() {
+        CANCELLED
+    } else {
+        CRASHED
     }
 }
 
@@ -300,6 +323,7 @@ fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, w
 fn start_child(boot: &Boot, shared: &Shared) -> Result<Child, String> {
     let mut c =
         Child::spawn(boot).map_err(|e| format!("could not start a worker process ({e})"))?;
+    shared.children.lock().insert(c.process.id());
     c.wait(false, None, None);
     match c.receive() {
         Ok((0, _)) => Ok(c),
@@ -309,16 +333,21 @@ fn start_child(boot: &Boot, shared: &Shared) -> Result<Child, String> {
                 "A process in the pool failed in its initializer; the pool is not usable anymore. The initializer raised:\n{tb}"
             );
             let _ = shared.broken.set(msg.clone());
+            forget_child(shared, &c);
             c.kill();
             Err(msg)
         }
-        _ => Err(format!("{}, while it started", c.death())),
+        _ => {
+            forget_child(shared, &c);
+            Err(format!("{}, while it started", c.death()))
+        }
     }
 }
 
-/// Send the first calls of `claimed` (within `PIPELINE_BYTES`) to the child and collect their
-/// replies. If the child dies, the call it was running fails with `CRASHED`; the calls sent after
-/// it never started and go back to the front of `claimed`, for a new child.
+/// Send the first calls of `claimed` to the child and collect their replies: one call, or, while
+/// calls are short, as many as fit in `PIPELINE_BYTES`. A call that may not begin any more (see
+/// `may_begin`) is never sent. If the child dies, the call it was running fails with `CRASHED`;
+/// the calls sent after it never started and go back to the front of `claimed`, for a new child.
 fn run_some(
     boot: &Boot,
     shared: &Shared,
@@ -326,13 +355,20 @@ fn run_some(
     claimed: &mut VecDeque<Task>,
     done: &mut Done,
 ) {
-    let Some(task) = claimed.front() else { return };
     if let Some(msg) = shared.broken.get() {
         for task in claimed.drain(..) {
             done.push((task, BROKEN, msg.clone().into_bytes()));
         }
         return;
     }
+    // Calls that may not begin are settled as cancelled, never sent.
+    while let Some(task) = claimed.pop_front() {
+        if let Some(task) = may_begin(shared, task, done) {
+            claimed.push_front(task);
+            break;
+        }
+    }
+    let Some(task) = claimed.front() else { return };
     if task.payload.is_none() {
         let task = claimed.pop_front().expect("front exists");
         let msg = b"rustpool test panic inside a process worker".to_vec();
@@ -343,6 +379,8 @@ fn run_some(
     if let Some(mut c) = child.take() {
         if matches!(c.process.try_wait(), Ok(None)) {
             *child = Some(c);
+        } else {
+            forget_child(shared, &c);
         }
     }
     let mut c = match child.take() {
@@ -359,16 +397,22 @@ fn run_some(
             }
         },
     };
-    // Send what fits in the pipes, and no more than the child has left to run.
+    // Send what fits in the pipes, no more than the child has left to run, and more than one
+    // call only while calls are short (a long call must not hold back the ones behind it).
     let room = boot
         .options
         .max_tasks
         .map_or(usize::MAX, |m| m.saturating_sub(c.tasks).max(1));
+    let room = if shared.last_call_ns.load(Ordering::Relaxed) < PIPELINE_BELOW_NS {
+        room
+    } else {
+        1
+    };
     let mut sent = 0;
     let mut bytes = 0;
     for task in claimed.iter().take(room) {
         let Some(payload) = &task.payload else { break };
-        if sent > 0 && bytes + payload.len() > PIPELINE_BYTES {
+        if sent > 0 && (bytes + payload.len() > PIPELINE_BYTES || task.job.cancel_seen()) {
             break;
         }
         if c.send(payload).is_err() {
@@ -380,16 +424,23 @@ fn run_some(
     if sent == 0 {
         // Nothing could be sent: the child is gone.
         let task = claimed.pop_front().expect("front exists");
-        done.push((task, CRASHED, c.death().into_bytes()));
+        forget_child(shared, &c);
+        done.push((task, death_status(shared), c.death().into_bytes()));
         return;
     }
+    let mut began = Instant::now();
     for _ in 0..sent {
         let task = claimed.front().expect("sent calls are queued");
         // A call's time starts when the one before it ends (now).
         let deadline = task.job.timeout.map(|t| Instant::now() + t);
+        let kill_flag = task
+            .job
+            .cancelled
+            .as_deref()
+            .filter(|_| task.job.kill_on_cancel);
         // Spin only for a lone call (a short one is then done with no wake-up); while a batch
         // runs, the cores are better left to the child and the submitter.
-        let reply = match c.wait(sent == 1, deadline, task.job.cancelled.as_deref()) {
+        let reply = match c.wait(sent == 1, deadline, kill_flag) {
             Wait::Ready => c.receive(),
             Wait::TimedOut => {
                 let t = task.job.timeout.unwrap_or_default();
@@ -398,18 +449,22 @@ fn run_some(
                     t.as_secs_f64()
                 );
                 let task = claimed.pop_front().expect("front exists");
+                forget_child(shared, &c);
                 c.kill();
                 done.push((task, TIMED_OUT, msg.into_bytes()));
                 return;
             }
             Wait::Cancelled => {
                 let task = claimed.pop_front().expect("front exists");
+                forget_child(shared, &c);
                 c.kill();
                 done.push((task, CANCELLED, Vec::new()));
                 return;
             }
         };
         let task = claimed.pop_front().expect("sent calls are queued");
+        shared.timed(began.elapsed());
+        began = Instant::now();
         match reply {
             Ok((status, data)) => {
                 c.tasks += 1;
@@ -417,7 +472,8 @@ fn run_some(
             }
             Err(_) => {
                 // The child died running this call; the ones sent after it never started.
-                done.push((task, CRASHED, c.death().into_bytes()));
+                forget_child(shared, &c);
+                done.push((task, death_status(shared), c.death().into_bytes()));
                 return;
             }
         }
@@ -429,6 +485,7 @@ fn run_some(
         .is_some_and(|cap| c.rss().is_some_and(|rss| rss > cap));
     if spent || too_big {
         // Let it go; the next call starts a new one.
+        forget_child(shared, &c);
         c.close();
     } else {
         *child = Some(c);

@@ -11,7 +11,17 @@ use pyo3::prelude::*;
 use std::sync::Arc;
 
 pub struct RayonSpawner {
-    pool: rayon::ThreadPool,
+    pool: std::mem::ManuallyDrop<rayon::ThreadPool>,
+    generation: u64,
+}
+
+impl Drop for RayonSpawner {
+    fn drop(&mut self) {
+        // Inherited through a fork: its threads are not in this process; leave it be.
+        if !crate::lifecycle::forked_since(self.generation) {
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.pool) };
+        }
+    }
 }
 
 impl Spawn for RayonSpawner {
@@ -41,7 +51,16 @@ impl ThreadIsolation {
             .build()
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         Ok(ThreadIsolation {
-            sched: Scheduler::new(RayonSpawner { pool }, workers, broken, super::broken_error),
+            sched: Scheduler::new(
+                RayonSpawner {
+                    pool: std::mem::ManuallyDrop::new(pool),
+                    generation: crate::lifecycle::generation(),
+                },
+                "CpuExecutor",
+                workers,
+                broken,
+                super::broken_error,
+            ),
         })
     }
 }
@@ -50,7 +69,7 @@ impl Isolation for ThreadIsolation {
     fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()> {
         self.sched.submit(py, job)
     }
-    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
         self.sched.shutdown(py, wait, cancel_futures)
     }
     fn is_shutdown(&self) -> bool {

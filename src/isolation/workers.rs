@@ -6,16 +6,16 @@
 use super::{broken_error, Isolation};
 use crate::handoff::Handoff;
 use crate::job::{panic_error, Job};
+use crate::lifecycle;
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// How long an idle worker spins for the next call before it sleeps on the queue.
@@ -40,6 +40,12 @@ pub const CANCELLED: i64 = 7;
 
 /// The most calls a worker claims at once from a long queue.
 pub const MAX_BATCH: usize = 16;
+/// A worker claims more than one call at a time only while the last call took less than this.
+const BATCH_BELOW_NS: u64 = 1_000_000;
+/// While a worker runs a claimed batch, it settles what it finished (and looks again at the
+/// calls it claimed) once this long has passed since it last did: a result never waits long for
+/// the rest of its batch.
+pub const SETTLE_AFTER: Duration = Duration::from_millis(1);
 
 static CROSSING: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -73,12 +79,32 @@ pub struct Shared {
     /// (module, qualname) of functions that could not be loaded in a subinterpreter: under
     /// "auto" they go straight to the fallback from then on.
     pub refused: Mutex<HashSet<(String, String)>>,
+    /// The queue: `tx` is taken at shutdown (workers finish what is queued, then end).
+    tx: Mutex<Option<Sender<Task>>>,
+    rx: Receiver<Task>,
+    /// Wakes idle workers for something other than a call (a fork is coming).
+    wake: (Sender<()>, Receiver<()>),
+    /// The fork generation the pool was made in (see `lifecycle`).
+    generation: u64,
+    /// Worker threads not ended yet.
+    alive: AtomicUsize,
+    /// Set by a Ctrl-C (`lifecycle::Pool::abort`): calls not begun are cancelled, worker
+    /// processes are killed.
+    pub aborted: AtomicBool,
+    /// Worker processes alive, by pid (a pid leaves before its process is reaped, so a kill
+    /// never reaches a stranger).
+    pub children: Mutex<HashSet<u32>>,
+    /// A fork is coming: workers end their subinterpreters and wait (`park_for_fork`).
+    parking: AtomicBool,
+    /// Workers parked (or with nothing to park) while `parking`.
+    parked: AtomicUsize,
+    /// How long the last call took, in ns: a worker claims batches only while calls are short
+    /// (a long call claimed in a batch would hold back the calls behind it, which then could
+    /// not be cancelled or taken by an idle worker).
+    pub last_call_ns: AtomicU64,
 }
 
 pub struct WorkerPool {
-    tx: Mutex<Option<Sender<Task>>>,
-    rx: Receiver<Task>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
     shared: Arc<Shared>,
     workers: usize,
 }
@@ -92,6 +118,9 @@ fn func_key(py: Python<'_>, func: &Py<PyAny>) -> Option<(String, String)> {
 
 impl Isolation for WorkerPool {
     fn submit(&self, py: Python<'_>, job: Job) -> PyResult<()> {
+        if lifecycle::forked_since(self.shared.generation) {
+            return Err(lifecycle::forked_error("CpuExecutor"));
+        }
         if let Some(msg) = self.shared.broken.get() {
             return Err(broken_error(msg.clone()));
         }
@@ -141,7 +170,7 @@ impl Isolation for WorkerPool {
         let before = self.shared.settled.load(Ordering::Acquire);
         let direct;
         {
-            let tx = self.tx.lock();
+            let tx = self.shared.tx.lock();
             let refused = || PyRuntimeError::new_err("cannot schedule new futures after shutdown");
             let Some(tx) = tx.as_ref() else {
                 return Err(refused());
@@ -149,7 +178,7 @@ impl Isolation for WorkerPool {
             let task = Task { payload, job };
             // A worker spinning idle with nothing queued: give the call to it alone (sending on
             // the queue would also wake a sleeping worker, which then races it).
-            direct = self.rx.is_empty()
+            direct = self.shared.rx.is_empty()
                 && self
                     .shared
                     .spinning
@@ -170,49 +199,130 @@ impl Isolation for WorkerPool {
         Ok(())
     }
 
-    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) {
-        let tx = self.tx.lock().take();
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
+        let shared = &self.shared;
+        if lifecycle::forked_since(shared.generation) {
+            return Ok(());
+        }
+        let tx = shared.tx.lock().take();
         if cancel_futures {
-            while let Ok(task) = self.rx.try_recv() {
-                task.job.cancel(py);
-            }
+            shared.cancel_queued(py);
         }
         // Workers finish what is queued, then end (their subinterpreters or processes) and exit.
         drop(tx);
         if wait {
-            let threads = std::mem::take(&mut *self.threads.lock());
-            py.detach(|| {
-                for t in threads {
-                    let _ = t.join();
-                }
-            });
+            let waited =
+                lifecycle::wait_interruptibly(py, || shared.alive.load(Ordering::SeqCst) == 0);
+            if waited.is_err() {
+                lifecycle::Pool::abort(&**shared, py);
+                return waited;
+            }
         }
         // After the workers: they may still hand calls that refused to load to the fallback.
-        if let Some(fallback) = &self.shared.fallback {
-            fallback.shutdown(py, wait, cancel_futures);
+        match &shared.fallback {
+            Some(fallback) => fallback.shutdown(py, wait, cancel_futures),
+            None => Ok(()),
         }
     }
 
     fn is_shutdown(&self) -> bool {
-        self.tx.lock().is_none()
+        lifecycle::forked_since(self.shared.generation) || self.shared.tx.lock().is_none()
     }
 
     fn counts(&self) -> (usize, usize) {
-        let alive = self
-            .threads
-            .lock()
-            .iter()
-            .filter(|t| !t.is_finished())
-            .count();
-        (alive.min(self.workers), self.rx.len())
+        if lifecycle::forked_since(self.shared.generation) {
+            return (0, 0);
+        }
+        let alive = self.shared.alive.load(Ordering::SeqCst);
+        (alive.min(self.workers), self.shared.rx.len())
     }
 }
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
         // Dropped without shutdown: let the workers finish the queue and end by themselves (the
-        // exit hook still waits for subinterpreters). Never join here: the drop may hold the GIL.
+        // exit hook still waits for them). Never join here: the drop may hold the GIL.
+        if !lifecycle::forked_since(self.shared.generation) {
+            self.shared.tx.lock().take();
+        }
+    }
+}
+
+impl Shared {
+    /// Cancel every call still queued (none of them has begun).
+    fn cancel_queued(&self, py: Python<'_>) {
+        let queued: Vec<Task> = std::iter::from_fn(|| self.rx.try_recv().ok()).collect();
+        for task in queued {
+            task.job.cancel(py);
+        }
+    }
+
+    /// Whether calls claimed by a worker must not begin any more (a Ctrl-C aborted the pool).
+    pub fn aborting(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// A fork is coming: the worker must put its subinterpreter away (see `park`).
+    pub fn parking(&self) -> bool {
+        self.parking.load(Ordering::Acquire)
+    }
+
+    /// Called by a worker that has nothing the fork cannot survive any more: wait until the
+    /// fork is over (the parent's side resumes it; in the child this thread does not exist).
+    pub fn park(&self) {
+        self.parked.fetch_add(1, Ordering::SeqCst);
+        lifecycle::notify();
+        lifecycle::wait_until(|| !self.parking());
+        self.parked.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Note how long a call took (see `last_call_ns`).
+    pub fn timed(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.last_call_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Kill the pool's worker processes (their calls fail or are cancelled; see `aborting`).
+    fn kill_children(&self) {
+        for pid in self.children.lock().iter() {
+            if let Ok(pid) = libc::pid_t::try_from(*pid) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+impl lifecycle::Pool for Shared {
+    fn close(&self, _py: Python<'_>) {
         self.tx.lock().take();
+    }
+
+    fn abort(&self, py: Python<'_>) {
+        self.aborted.store(true, Ordering::Release);
+        self.tx.lock().take();
+        self.cancel_queued(py);
+        self.kill_children();
+        if let Some(fallback) = &self.fallback {
+            drop(fallback.shutdown(py, false, true));
+        }
+    }
+
+    fn park_for_fork(&self) {
+        if self.mode != "interpreter" {
+            return; // worker processes and their threads survive a fork of this process
+        }
+        self.parking.store(true, Ordering::SeqCst);
+        for _ in 0..self.alive.load(Ordering::SeqCst) {
+            let _ = self.wake.0.send(());
+        }
+        lifecycle::wait_until(|| {
+            self.parked.load(Ordering::SeqCst) >= self.alive.load(Ordering::SeqCst)
+        });
+    }
+
+    fn resume_after_fork(&self) {
+        self.parking.store(false, Ordering::SeqCst);
+        lifecycle::notify();
     }
 }
 
@@ -263,8 +373,8 @@ pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: V
 }
 
 impl WorkerPool {
-    /// A pool whose `workers` threads each run `body(index, queue, shared)` (counted in `LIVE`
-    /// until they return).
+    /// A pool whose `workers` threads each run `body(index, queue, shared)`; each counts as
+    /// live (`lifecycle`) until it returns.
     pub fn start(
         mode: &'static str,
         workers: usize,
@@ -272,8 +382,6 @@ impl WorkerPool {
         fallback: Option<Box<dyn Isolation>>,
         body: impl Fn(usize, Receiver<Task>, Arc<Shared>) + Send + Sync + Clone + 'static,
     ) -> PyResult<Self> {
-        // Counted before the threads start, so that the exit hook never misses one.
-        *LIVE.lock() += workers;
         let (tx, rx) = crossbeam_channel::unbounded::<Task>();
         let shared = Arc::new(Shared {
             mode,
@@ -284,63 +392,63 @@ impl WorkerPool {
             settled: AtomicUsize::new(0),
             handoff: Handoff::default(),
             refused: Mutex::new(HashSet::new()),
+            tx: Mutex::new(Some(tx)),
+            rx: rx.clone(),
+            wake: crossbeam_channel::unbounded(),
+            generation: lifecycle::generation(),
+            alive: AtomicUsize::new(0),
+            aborted: AtomicBool::new(false),
+            children: Mutex::new(HashSet::new()),
+            parking: AtomicBool::new(false),
+            parked: AtomicUsize::new(0),
+            last_call_ns: AtomicU64::new(0),
         });
-        let mut threads = Vec::with_capacity(workers);
+        let weak: Weak<dyn lifecycle::Pool> = Arc::downgrade(&shared) as Weak<Shared>;
+        lifecycle::register(weak);
         for i in 0..workers {
-            let (rx, shared, body) = (rx.clone(), shared.clone(), body.clone());
+            // Counted before the thread starts, so that the exit hook never misses one.
+            let Some(live) = lifecycle::enter() else {
+                return Err(PyRuntimeError::new_err(
+                    "cannot start a pool while the interpreter exits",
+                ));
+            };
+            shared.alive.fetch_add(1, Ordering::SeqCst);
+            let (rx, worker_shared, body) = (rx.clone(), shared.clone(), body.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("{name_prefix}_{i}"))
                 .spawn(move || {
-                    body(i, rx, shared);
-                    live_ended(1);
+                    let _live = live;
+                    let _alive = Alive(worker_shared.clone());
+                    body(i, rx, worker_shared);
                 });
-            match spawned {
-                Ok(h) => threads.push(h),
-                Err(e) => {
-                    live_ended(workers - i);
-                    return Err(PyRuntimeError::new_err(format!(
-                        "could not start a worker thread: {e}"
-                    )));
-                }
+            if let Err(e) = spawned {
+                shared.tx.lock().take();
+                return Err(PyRuntimeError::new_err(format!(
+                    "could not start a worker thread: {e}"
+                )));
             }
         }
-        Ok(WorkerPool {
-            tx: Mutex::new(Some(tx)),
-            rx,
-            threads: Mutex::new(threads),
-            shared,
-            workers,
-        })
+        Ok(WorkerPool { shared, workers })
     }
 }
 
-/// Worker threads alive (and with them their subinterpreters or processes), process-wide: the
-/// exit hook waits for this to reach zero, so that work handed to a pool finishes (the rule of
-/// concurrent.futures) and every subinterpreter ends before the main interpreter finalizes.
-static LIVE: Mutex<usize> = Mutex::new(0);
-static LIVE_CHANGED: Condvar = Condvar::new();
+/// A worker thread's place in `Shared::alive`, given back however the thread ends.
+struct Alive(Arc<Shared>);
 
-fn live_ended(n: usize) {
-    *LIVE.lock() -= n;
-    LIVE_CHANGED.notify_all();
-}
-
-/// Block (without the GIL) until every worker thread has ended.
-pub fn wait_all_ended(py: Python<'_>) {
-    py.detach(|| {
-        let mut live = LIVE.lock();
-        while *live > 0 {
-            LIVE_CHANGED.wait(&mut live);
-        }
-    });
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::SeqCst);
+        lifecycle::notify();
+    }
 }
 
 /// Calls a worker ran, with their replies, waiting to be settled.
 pub type Done = Vec<(Task, i64, Vec<u8>)>;
 
 /// The next calls for a worker. When it has nothing to settle (`idle`) it spins a little for a
-/// call, then waits for one; then it adds a share of a long queue, small enough that the other
-/// workers still get theirs. None once the pool is shut down and its queue is empty.
+/// call, then waits for one; then, while calls are short, it adds a share of a long queue, small
+/// enough that the other workers still get theirs. None once the pool is shut down and its queue
+/// is empty; an empty list when the worker was woken for something else (`Shared::parking`).
 pub fn next_calls(
     rx: &Receiver<Task>,
     shared: &Shared,
@@ -348,13 +456,21 @@ pub fn next_calls(
     idle: bool,
 ) -> Option<Vec<Task>> {
     let mut next: Vec<Task> = Vec::new();
-    if idle {
+    if idle && !shared.parking() {
         match spin_for_work(rx, shared) {
             Some(task) => next.push(task),
-            None => next.push(rx.recv().ok()?),
+            None => crossbeam_channel::select! {
+                recv(rx) -> task => next.push(task.ok()?),
+                recv(shared.wake.1) -> _ => return Some(next),
+            },
         }
     }
-    let share = (rx.len() / (2 * workers)).min(MAX_BATCH - 1);
+    let short = shared.last_call_ns.load(Ordering::Relaxed) < BATCH_BELOW_NS;
+    let share = if short {
+        (rx.len() / (2 * workers)).min(MAX_BATCH - 1)
+    } else {
+        0
+    };
     let want = if next.is_empty() { share.max(1) } else { share };
     next.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(want));
     Some(next)
@@ -368,13 +484,40 @@ pub fn settle_and_claim<C: FromIterator<Task>>(
     done: &mut Done,
     next: Vec<Task>,
 ) -> C {
+    settle(py, shared, done);
+    next.into_iter()
+        .filter_map(|mut task| task.job.claim(py).then_some(task))
+        .collect()
+}
+
+/// With the main GIL: settle every finished call.
+pub fn settle(py: Python<'_>, shared: &Shared, done: &mut Done) {
     for (task, status, data) in done.drain(..) {
         deliver(py, shared, task, status, data);
         shared.settled.fetch_add(1, Ordering::Release);
     }
-    next.into_iter()
-        .filter_map(|mut task| task.job.claim(py).then_some(task))
-        .collect()
+}
+
+/// With the main GIL, in the middle of a claimed batch: settle what finished and drop the claimed
+/// calls whose awaiting side gave up on them since the claim (they never begin).
+pub fn settle_and_recheck(
+    py: Python<'_>,
+    shared: &Shared,
+    done: &mut Done,
+    claimed: &mut std::collections::VecDeque<Task>,
+) {
+    settle(py, shared, done);
+    claimed.retain(|task| task.job.still_wanted(py));
+}
+
+/// Whether the next claimed call may begin: not once the pool was aborted (Ctrl-C), not once its
+/// awaiting side cancelled it. A call that may not is put in `done` as cancelled.
+pub fn may_begin(shared: &Shared, task: Task, done: &mut Done) -> Option<Task> {
+    if shared.aborting() || task.job.cancel_seen() {
+        done.push((task, CANCELLED, Vec::new()));
+        return None;
+    }
+    Some(task)
 }
 
 const IDLE: usize = 0;
