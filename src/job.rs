@@ -176,24 +176,6 @@ impl Job {
             .is_some_and(|c| c.load(Ordering::Acquire))
     }
 
-    /// With the GIL, right before a call claimed earlier begins: false when its awaiting side
-    /// gave up on it since (an asyncio future can still be cancelled after the claim; a
-    /// concurrent future cannot, it is running from the claim on).
-    pub fn still_wanted(&self, py: Python<'_>) -> bool {
-        if self.cancel_seen() {
-            return false;
-        }
-        match &self.target {
-            Target::Loop { fut, .. } => fut
-                .bind(py)
-                .call_method0(intern!(py, "done"))
-                .and_then(|d| d.is_truthy())
-                .map(|done| !done)
-                .unwrap_or(false),
-            Target::Concurrent { .. } => true,
-        }
-    }
-
     /// Mark the call as started; false when it was cancelled first (then it must not run).
     pub fn claim(&mut self, py: Python<'_>) -> bool {
         if !self.claimed {

@@ -170,8 +170,8 @@ pub fn notify() {
 /// the program). A Ctrl-C during the wait aborts and keeps waiting for threads that run Python
 /// (they cannot be stopped, and the process must not finalize under them).
 pub fn exit(py: Python<'_>, abort: bool) -> PyResult<()> {
-    let mut aborted = false;
-    let mut interrupts = 0u32;
+    // Ctrl-Cs so far: the one that ended the program (`abort`), then those during the wait.
+    let mut interrupts = u32::from(abort);
     let abort_all = |py: Python<'_>| {
         for p in pools() {
             p.abort(py);
@@ -179,7 +179,6 @@ pub fn exit(py: Python<'_>, abort: bool) -> PyResult<()> {
     };
     if abort {
         abort_all(py);
-        aborted = true;
     }
     for p in pools() {
         p.close(py);
@@ -190,13 +189,10 @@ pub fn exit(py: Python<'_>, abort: bool) -> PyResult<()> {
             Ok(()) => break,
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
                 interrupts += 1;
-                if !aborted {
-                    abort_all(py);
-                    aborted = true;
-                }
                 if interrupts >= 2 {
                     return Err(e);
                 }
+                abort_all(py);
             }
             Err(e) => return Err(e),
         }

@@ -15,8 +15,8 @@
 //! hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
-    WorkerPool, PANICKED, SETTLE_AFTER, UNLOADABLE,
+    crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, PANICKED,
+    UNLOADABLE,
 };
 use super::Isolation;
 use crate::job::panic_message;
@@ -206,8 +206,8 @@ impl Worker<'_> {
     /// next ones: one call, or, while calls are short and the queue is long, a small batch (a
     /// share of the queue small enough that the other workers still get theirs), so a burst of
     /// small calls costs a fraction of a main-GIL hand-off per call. A claimed call that was
-    /// cancelled since never begins, and a batch that runs longer than `SETTLE_AFTER` settles
-    /// what it finished on the way.
+    /// cancelled since never begins, and what a batch finished is handed over before each next
+    /// call begins (`Shared::hand_over`), so no result waits for the rest of its batch.
     unsafe fn serve(&mut self, rx: &Receiver<Task>, shared: &Shared, workers: usize) {
         let main_ts = self.main_ts;
         let mut done: Done = Vec::new();
@@ -236,9 +236,9 @@ impl Worker<'_> {
                 });
                 continue;
             };
-            let mut last_trip = Instant::now();
             ffi::PyEval_RestoreThread(interp.sub_ts);
             while let Some(task) = claimed.pop_front() {
+                shared.hand_over(&mut done);
                 let Some(task) = may_begin(shared, task, &mut done) else {
                     continue;
                 };
@@ -251,14 +251,6 @@ impl Worker<'_> {
                 let (status, data) =
                     reply.unwrap_or_else(|p| (PANICKED, panic_message(p.as_ref()).into_bytes()));
                 done.push((task, status, data));
-                if !claimed.is_empty() && last_trip.elapsed() >= SETTLE_AFTER {
-                    ffi::PyEval_SaveThread();
-                    with_main(main_ts, |py| {
-                        settle_and_recheck(py, shared, &mut done, &mut claimed)
-                    });
-                    ffi::PyEval_RestoreThread(interp.sub_ts);
-                    last_trip = Instant::now();
-                }
             }
             ffi::PyEval_SaveThread();
         }

@@ -16,8 +16,8 @@
 //! before either sleeps, so a short call costs no thread wake-up on either side.
 
 use super::workers::{
-    crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
-    WorkerPool, BROKEN, CANCELLED, CRASHED, PANICKED, SETTLE_AFTER, TIMED_OUT,
+    crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, BROKEN,
+    CANCELLED, CRASHED, PANICKED, TIMED_OUT,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -278,8 +278,8 @@ const PIPELINE_BELOW_NS: u64 = 200_000;
 
 /// Take calls until the pool is shut down and the queue is empty. As the subinterpreter workers
 /// do, one attach to the main interpreter settles what finished and claims the next calls (a
-/// small share of a long queue while calls are short); a batch that runs longer than
-/// `SETTLE_AFTER` settles what it finished on the way and drops claimed calls cancelled since.
+/// small share of a long queue while calls are short); what a batch finished is handed over
+/// before each next call (`Shared::hand_over`), so no result waits for the rest of its batch.
 fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, workers: usize) {
     // Ready before this worker takes a call: until then the calls go to workers that are.
     let mut child = start_child(boot, shared).ok();
@@ -287,13 +287,9 @@ fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, w
     while let Some(next) = next_calls(rx, shared, workers, done.is_empty()) {
         let mut claimed: VecDeque<Task> =
             Python::attach(|py| settle_and_claim(py, shared, &mut done, next));
-        let mut last_trip = Instant::now();
         while !claimed.is_empty() {
+            shared.hand_over(&mut done);
             run_some(boot, shared, &mut child, &mut claimed, &mut done);
-            if !claimed.is_empty() && !done.is_empty() && last_trip.elapsed() >= SETTLE_AFTER {
-                Python::attach(|py| settle_and_recheck(py, shared, &mut done, &mut claimed));
-                last_trip = Instant::now();
-            }
         }
     }
     if let Some(c) = child {
@@ -430,6 +426,8 @@ fn run_some(
     }
     let mut began = Instant::now();
     for _ in 0..sent {
+        // The calls before this one are done: their results must not wait for it.
+        shared.hand_over(done);
         let task = claimed.front().expect("sent calls are queued");
         // A call's time starts when the one before it ends (now).
         let deadline = task.job.timeout.map(|t| Instant::now() + t);

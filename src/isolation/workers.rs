@@ -8,7 +8,7 @@ use crate::handoff::Handoff;
 use crate::job::{panic_error, Job};
 use crate::lifecycle;
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -42,10 +42,10 @@ pub const CANCELLED: i64 = 7;
 pub const MAX_BATCH: usize = 16;
 /// A worker claims more than one call at a time only while the last call took less than this.
 const BATCH_BELOW_NS: u64 = 1_000_000;
-/// While a worker runs a claimed batch, it settles what it finished (and looks again at the
-/// calls it claimed) once this long has passed since it last did: a result never waits long for
-/// the rest of its batch.
-pub const SETTLE_AFTER: Duration = Duration::from_millis(1);
+/// A result a worker hands over in the middle of a batch (`Shared::hand_over`) is settled by the
+/// pool's settler once it has waited this long for the worker to settle it itself: a result
+/// never waits for the rest of its batch.
+const SETTLE_AFTER: Duration = Duration::from_millis(1);
 
 static CROSSING: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -102,6 +102,19 @@ pub struct Shared {
     /// (a long call claimed in a batch would hold back the calls behind it, which then could
     /// not be cancelled or taken by an idle worker).
     pub last_call_ns: AtomicU64,
+    /// Results handed over in the middle of a batch, for the settler (see `hand_over`).
+    held: Mutex<Held>,
+    held_changed: Condvar,
+}
+
+/// See `Shared::hand_over`.
+#[derive(Default)]
+struct Held {
+    done: Done,
+    /// When `done` stopped being empty.
+    since: Option<Instant>,
+    /// Every worker ended: the settler settles what is left and ends.
+    closed: bool,
 }
 
 pub struct WorkerPool {
@@ -276,6 +289,46 @@ impl Shared {
         self.parked.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// In the middle of a claimed batch, before the next call begins: hand what finished so far
+    /// to the pool's settler thread. The worker takes it back at its next attach (the usual case,
+    /// when the batch is short); when that has not happened within `SETTLE_AFTER` (the next call
+    /// is long), the settler settles it. One wake-up of the settler per batch at most.
+    pub fn hand_over(&self, done: &mut Done) {
+        if done.is_empty() {
+            return;
+        }
+        let mut held = self.held.lock();
+        if held.done.is_empty() {
+            held.since = Some(Instant::now());
+            self.held_changed.notify_one();
+        }
+        held.done.append(done);
+    }
+
+    /// The settler thread's body: settle what workers handed over and did not take back in
+    /// time, until every worker has ended.
+    fn settle_held(&self) {
+        loop {
+            let mut held = self.held.lock();
+            let mut done = loop {
+                match held.since {
+                    Some(since) if held.closed || since.elapsed() >= SETTLE_AFTER => {
+                        held.since = None;
+                        break std::mem::take(&mut held.done);
+                    }
+                    Some(since) => {
+                        let left = SETTLE_AFTER.saturating_sub(since.elapsed());
+                        self.held_changed.wait_for(&mut held, left);
+                    }
+                    None if held.closed => return,
+                    None => self.held_changed.wait(&mut held),
+                }
+            };
+            drop(held);
+            Python::attach(|py| settle(py, self, &mut done));
+        }
+    }
+
     /// Note how long a call took (see `last_call_ns`).
     pub fn timed(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
@@ -402,6 +455,8 @@ impl WorkerPool {
             parking: AtomicBool::new(false),
             parked: AtomicUsize::new(0),
             last_call_ns: AtomicU64::new(0),
+            held: Mutex::new(Held::default()),
+            held_changed: Condvar::new(),
         });
         let weak: Weak<dyn lifecycle::Pool> = Arc::downgrade(&shared) as Weak<Shared>;
         lifecycle::register(weak);
@@ -428,6 +483,27 @@ impl WorkerPool {
                 )));
             }
         }
+        // The settler: counted as live like the workers, it ends after them.
+        let Some(live) = lifecycle::enter() else {
+            return Err(PyRuntimeError::new_err(
+                "cannot start a pool while the interpreter exits",
+            ));
+        };
+        let settler_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name_prefix}-settler"))
+            .spawn(move || {
+                let _live = live;
+                crate::attach::thread_started_plain();
+                settler_shared.settle_held();
+                crate::attach::thread_stopping();
+            });
+        if let Err(e) = spawned {
+            shared.tx.lock().take();
+            return Err(PyRuntimeError::new_err(format!(
+                "could not start a settler thread: {e}"
+            )));
+        }
         Ok(WorkerPool { shared, workers })
     }
 }
@@ -437,7 +513,11 @@ struct Alive(Arc<Shared>);
 
 impl Drop for Alive {
     fn drop(&mut self) {
-        self.0.alive.fetch_sub(1, Ordering::SeqCst);
+        if self.0.alive.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last worker: the settler settles what is left and ends.
+            self.0.held.lock().closed = true;
+            self.0.held_changed.notify_one();
+        }
         lifecycle::notify();
     }
 }
@@ -490,24 +570,19 @@ pub fn settle_and_claim<C: FromIterator<Task>>(
         .collect()
 }
 
-/// With the main GIL: settle every finished call.
+/// With the main GIL: settle every finished call (with those handed over to the settler).
 pub fn settle(py: Python<'_>, shared: &Shared, done: &mut Done) {
+    {
+        let mut held = shared.held.lock();
+        if !held.done.is_empty() {
+            held.since = None;
+            done.append(&mut held.done);
+        }
+    }
     for (task, status, data) in done.drain(..) {
         deliver(py, shared, task, status, data);
         shared.settled.fetch_add(1, Ordering::Release);
     }
-}
-
-/// With the main GIL, in the middle of a claimed batch: settle what finished and drop the claimed
-/// calls whose awaiting side gave up on them since the claim (they never begin).
-pub fn settle_and_recheck(
-    py: Python<'_>,
-    shared: &Shared,
-    done: &mut Done,
-    claimed: &mut std::collections::VecDeque<Task>,
-) {
-    settle(py, shared, done);
-    claimed.retain(|task| task.job.still_wanted(py));
 }
 
 /// Whether the next claimed call may begin: not once the pool was aborted (Ctrl-C), not once its
