@@ -1,7 +1,9 @@
 //! What the isolated modes share: a pool of dedicated worker threads fed by one queue, each
 //! worker running calls somewhere else (a subinterpreter, a process) and settling them from the
 //! bytes that come back. Only bytes cross: the call as pickle protocol 5 (made here, on the main
-//! side, by `rustpool._crossing`), the reply as (status, bytes).
+//! side, by `rustpool._crossing`), the reply as (status, bytes). A call that cannot be pickled
+//! fails on its future, as with the stdlib; `submit` raises only for the pool's state (shut down,
+//! broken).
 
 use super::{broken_error, Isolation};
 use crate::handoff::Handoff;
@@ -102,6 +104,12 @@ impl Isolation for WorkerPool {
                 return fallback.submit(py, job);
             }
         }
+        if self.tx.lock().is_none() {
+            // Before pickling: a pool that is shut down refuses every call the same way.
+            return Err(PyRuntimeError::new_err(
+                "cannot schedule new futures after shutdown",
+            ));
+        }
         let payload = match job.call() {
             None => None,
             Some(call) => {
@@ -126,15 +134,21 @@ impl Isolation for WorkerPool {
                         let len = bytes.as_bytes().len();
                         if self.shared.mode == "process" && u32::try_from(len).is_err() {
                             // Frames to a worker process carry a 32-bit length.
-                            return Err(PyValueError::new_err(format!(
+                            job.fail(py, PyValueError::new_err(format!(
                                 "the pickled call is {len} bytes; a worker process takes at most 4 GiB per call"
                             )));
+                            return Ok(());
                         }
                         Some(bytes.as_bytes().to_vec())
                     }
                     // "auto": a call that cannot cross runs in the next mode instead.
                     (Err(_), Some(fallback)) => return fallback.submit(py, job),
-                    (Err(e), None) => return Err(e),
+                    // As the stdlib: an error of the call itself (it cannot be pickled) is the
+                    // call's outcome, on its future; only the pool's state is raised here.
+                    (Err(e), None) => {
+                        job.fail(py, e);
+                        return Ok(());
+                    }
                 }
             }
         };
