@@ -78,3 +78,12 @@ class ErrorAtUnpickle:
 def sleep_and_print(seconds: float, message: str) -> None:
     time.sleep(seconds)
     print(message, flush=True)
+
+
+def sleep_then_return(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def fail_with(message: str) -> NoReturn:
+    raise ValueError(message)
