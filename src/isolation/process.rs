@@ -189,7 +189,12 @@ impl Child {
     /// Wait for the reply to the oldest unanswered frame: spin a little (if `spin`), then sleep
     /// in `poll` on the reply pipe and the pidfd, until the reply is whole, the process has
     /// ended, `deadline` passes or `cancelled` is raised.
-    fn wait(&mut self, spin: bool, deadline: Option<Instant>, cancelled: Option<&AtomicBool>) -> Wait {
+    fn wait(
+        &mut self,
+        spin: bool,
+        deadline: Option<Instant>,
+        cancelled: Option<&AtomicBool>,
+    ) -> Wait {
         let start = Instant::now();
         let mut n = 0u32;
         loop {
@@ -250,7 +255,9 @@ impl Child {
             // Grow by what a whole frame still needs (its length checked by `parse` first),
             // at most `READ_AHEAD` ahead of what arrived; by 64 KiB when no header is here yet.
             let want = self.frame_len().map_or(ONE_WRITE, |total| {
-                total.saturating_sub(self.inbox.len()).clamp(ONE_WRITE, READ_AHEAD)
+                total
+                    .saturating_sub(self.inbox.len())
+                    .clamp(ONE_WRITE, READ_AHEAD)
             });
             self.inbox.reserve(want);
             let spare = self.inbox.spare_capacity_mut();
@@ -289,13 +296,16 @@ impl Child {
 
     /// Whether the child's address space could hold `len` bytes (true when it cannot be read).
     fn could_hold(&self, len: usize) -> bool {
-        self.statm(0).is_none_or(|size| size == 0 || len as u64 <= size)
+        self.statm(0)
+            .is_none_or(|size| size == 0 || len as u64 <= size)
     }
 
     /// The reply at the front of the inbox, checked.
     fn parse(&mut self) -> Parsed {
         let Some(head) = self.inbox.get(..REPLY_HEADER) else {
-            if !self.inbox.is_empty() && !REPLY_MAGIC.starts_with(&self.inbox[..self.inbox.len().min(4)]) {
+            if !self.inbox.is_empty()
+                && !REPLY_MAGIC.starts_with(&self.inbox[..self.inbox.len().min(4)])
+            {
                 return Parsed::Malformed(malformed(&format!(
                     "it does not start with rustpool's frame marker: {}",
                     preview(&self.inbox)
