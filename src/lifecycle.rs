@@ -39,6 +39,9 @@ pub trait Pool: Send + Sync {
     fn park_for_fork(&self) {}
     /// In the parent, after the fork.
     fn resume_after_fork(&self) {}
+    /// In the child, after the fork, where none of the pool's threads exist: let go of what the
+    /// parent's pool holds that would otherwise stay open here (pipes to its worker processes).
+    fn forked_child(&self) {}
 }
 
 static EXITING: AtomicBool = AtomicBool::new(false);
@@ -245,6 +248,11 @@ pub fn after_fork_child() {
     LIVE.store(0, Ordering::SeqCst);
     FORK_HOLD.with(|hold| {
         if let Some(mut pools) = hold.borrow_mut().take() {
+            for pool in pools.iter().filter_map(Weak::upgrade) {
+                pool.forked_child();
+                // Still held by its Python object: this is never the last reference.
+                drop(pool);
+            }
             // Forget the parent's pools without dropping anything of theirs here.
             std::mem::forget(std::mem::take(&mut *pools));
         }

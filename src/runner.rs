@@ -167,19 +167,21 @@ impl<S: Spawn> Scheduler<S> {
         Ok(())
     }
 
+    /// Hand a runner to the pool's threads. It counts as live from now on (not from when a
+    /// thread picks it up): the exit hook must not find the pool idle in between.
     fn spawn_runner(self: &Arc<Self>) {
-        let me = self.clone();
-        self.spawner.spawn(Box::new(move || me.run_runner()));
-    }
-
-    fn run_runner(self: &Arc<Self>) {
-        let id = Arc::as_ptr(self) as *const () as usize;
-        let Some(_live) = lifecycle::enter() else {
+        let Some(live) = lifecycle::enter() else {
             // The process is exiting: no Python any more (the queue is left as it is).
             self.state.lock().runners -= 1;
             lifecycle::notify();
             return;
         };
+        let me = self.clone();
+        self.spawner.spawn(Box::new(move || me.run_runner(live)));
+    }
+
+    fn run_runner(self: &Arc<Self>, _live: lifecycle::Live) {
+        let id = Arc::as_ptr(self) as *const () as usize;
         let outer = RUNNING_FOR.replace(id);
         Python::attach(|py| {
             let mut st = self.state.lock();

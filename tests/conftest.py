@@ -32,6 +32,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, interval: f
         time.sleep(interval)
 
 
+def pickle_error(obj: object) -> BaseException:
+    """What ``pickle.dumps(obj)`` raises (an isolated pool's call fails with the same)."""
+    import pickle
+
+    try:
+        pickle.dumps(obj, 5)
+    except BaseException as e:
+        return e
+    raise AssertionError(f"{obj!r} pickles")
+
+
 async def async_wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
     """``wait_until`` for coroutines: yields to the loop between polls."""
     deadline = time.monotonic() + timeout

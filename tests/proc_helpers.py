@@ -91,3 +91,71 @@ def numpy_pid() -> int:
     import numpy  # noqa: F401
 
     return os.getpid()
+
+
+# --- calls that misuse the worker's reply pipe (fd 4) --------------------------------------------
+
+REPLY_MAGIC = b"rpR1"  # rustpool._worker.REPLY_MAGIC, spelled out: these test the parent's checks
+
+
+def write_to_reply_pipe(data: bytes) -> int:
+    """Write stray bytes where the worker's replies go, then return normally."""
+    os.write(4, data)
+    return 1
+
+
+def reply_header(call_id: int, length: int, status: int = 0) -> bytes:
+    import struct
+
+    return struct.pack("<4sQIB", REPLY_MAGIC, call_id, length, status)
+
+
+def write_then_sleep(data: bytes, seconds: float) -> None:
+    """Write the start of a reply frame and stop there."""
+    os.write(4, data)
+    time.sleep(seconds)
+
+
+def start_sleepers_then_die(pid_file: str, hand_over_the_pipe: bool) -> None:
+    """Leave grandchildren behind (a shell's background job, a forked child, and with
+    ``hand_over_the_pipe`` one given a copy of the reply pipe on purpose), then die."""
+    import subprocess
+
+    # Their output goes nowhere: the test waits for its script's output to end, not for them.
+    pids = []
+    os.system(f"sleep 30 >/dev/null 2>&1 & echo $! >> {pid_file}")
+    child = os.fork()
+    if child == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        time.sleep(30)
+        os._exit(0)
+    pids.append(child)
+    if hand_over_the_pipe:
+        quiet = subprocess.DEVNULL
+        pids.append(subprocess.Popen(["sleep", "30"], pass_fds=(4,), stdout=quiet, stderr=quiet).pid)
+    with open(pid_file, "a") as f:
+        f.write("".join(f"{p}\n" for p in pids))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def reply_pipe_of(pid: int) -> str:
+    """What fd 4 of process ``pid`` is (``pipe:[inode]``)."""
+    return os.readlink(f"/proc/{pid}/fd/4")
+
+
+def fork_and_report_open_pipes(pid_file: str) -> list[str]:
+    """Fork a child that lists its open fds' targets into ``pid_file``; that list."""
+    child = os.fork()
+    if child == 0:
+        try:
+            targets = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+        except OSError:
+            targets = []
+        with open(pid_file, "w") as f:
+            f.write("\n".join(t for t in targets if t.startswith("pipe:")))
+        os._exit(0)
+    os.waitpid(child, 0)
+    with open(pid_file) as f:
+        return f.read().split()

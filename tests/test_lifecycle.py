@@ -257,12 +257,19 @@ def interrupt(tmp_path: Path, mode: str, seconds: float, times: int) -> tuple[su
     while len(w.lines(str(tmp_path / "trace"))) < 2:
         assert time.monotonic() < deadline, "the calls never began"
         time.sleep(0.01)
-    for i in range(times):
-        if i:
-            time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    seen = ""
+    if times == 2:
+        # The second Ctrl-C once the first one's traceback is out: the program is then in its exit.
+        assert proc.stderr is not None
+        while not seen.rstrip().endswith("KeyboardInterrupt"):
+            line = proc.stderr.readline()
+            assert line, f"the program ended before the second Ctrl-C: {seen}"
+            seen += line
         os.killpg(proc.pid, signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=HARD_TIMEOUT)
+        err = seen + err
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()

@@ -1,13 +1,17 @@
-"""What crosses into an isolated worker (a subinterpreter or a process), as bytes.
+"""What crosses into an isolated worker (a subinterpreter or a process), as bytes: the main side.
 
-The main side pickles ``(fn, args, kwargs)`` with protocol 5 (cloudpickle for lambdas and closures
-when it is installed) and unpickles the worker's reply. The worker side is ``WORKER_SOURCE``: plain
-Python that the Rust core runs inside each worker, which must not import rustpool's native module.
+``dumps_call`` pickles a call with protocol 5 (cloudpickle for lambdas and closures when it is
+installed): the function and its ``(args, kwargs)`` as two pickles, so that the worker can tell
+which of them failed to load. ``decode`` turns a worker's reply back into a result or an
+exception. The worker side is ``rustpool._worker`` (a module of its own, stdlib only); the reply
+statuses are its own (0 result, 1 raised, 2 fn unloadable) plus those the Rust core adds for calls
+that got no reply: 4 = the worker process died (or sent a malformed reply: it is killed), 5 = the
+pool is broken (an initializer failed), 6 = the call ran past its timeout (its process was
+killed).
 
-Reply statuses: 0 = the result, pickled; 1 = the exception fn raised, with its formatted traceback;
-2 = the call could not be unpickled in the worker (fn never ran): the message names the problem.
-The Rust core adds the statuses of calls that got no reply: 4 = the worker process died, 5 = the
-pool is broken (an initializer failed), 6 = the call ran past its timeout (its process was killed).
+Errors keep their type, as with the stdlib: an exception raised while pickling or unpickling the
+arguments or the result is the call's exception, with a note saying which side and which object
+failed; ``WorkerUnsupported`` is only for a function that cannot be loaded in the worker.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import pickle
 import sys
 from typing import Any, Callable
 
-OK, RAISED, UNLOADABLE, CRASHED, BROKEN, TIMED_OUT = 0, 1, 2, 4, 5, 6
+from . import _worker
+from ._worker import OK, RAISED, describe as _describe
+
+UNLOADABLE, CRASHED, BROKEN, TIMED_OUT = _worker.UNLOADABLE, 4, _worker.BROKEN, 6
 
 
 class RemoteTraceback(Exception):
@@ -40,40 +47,41 @@ def process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[
     return [fn(*args) for args in chunk]
 
 
-def _describe(fn: object) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{name}" if module else str(name)
-
-
-def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bytes:
-    """Pickle a call for a worker; a clear error names what cannot cross."""
-    payload = (fn, args, kwargs or {})
+def _dumps(obj: object) -> bytes:
+    """Pickle protocol 5, then cloudpickle (lambdas, closures) when installed; raises the error of
+    the last one tried."""
     try:
-        return pickle.dumps(payload, 5)
-    except Exception as first:  # PicklingError, AttributeError (local objects), TypeError
+        return pickle.dumps(obj, 5)
+    except (Exception, SystemExit) as first:  # PicklingError, AttributeError (local objects), TypeError
         try:
             import cloudpickle  # type: ignore[import-not-found]
         except ImportError:
-            raise _cannot_send(fn, first) from first
-        try:
-            return cloudpickle.dumps(payload, 5)  # type: ignore[no-any-return]
-        except Exception as second:
-            raise _cannot_send(fn, second) from second
+            raise first from None
+        return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
 
 
-def _cannot_send(fn: object, err: Exception) -> pickle.PicklingError:
+def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bytes:
+    """A call for a worker: the pickled fn (length-prefixed), then the pickled ``(args, kwargs)``.
+
+    An error keeps its type (a PicklingError stays one, so does a TypeError for a lock), with a
+    note naming what could not be sent."""
     try:
-        pickle.dumps(fn, 5)
-    except Exception:
-        return pickle.PicklingError(
-            f"cannot send {_describe(fn)} to an isolated worker: {err}. Define the function at module "
-            "level (lambdas and closures cross only when cloudpickle is installed)"
+        fn_bytes = _dumps(fn)
+    except (Exception, SystemExit) as e:
+        e.add_note(
+            f"(raised while pickling the function {_describe(fn)} to send it to an isolated worker: define "
+            "it at module level; lambdas and closures cross only when cloudpickle is installed)"
         )
-    return pickle.PicklingError(
-        f"cannot send the arguments of {_describe(fn)} to an isolated worker: {err}. Arguments and results "
-        "cross as pickle bytes: pass data, not locks, sockets or open files"
-    )
+        raise
+    try:
+        args_bytes = _dumps((args, kwargs or {}))
+    except (Exception, SystemExit) as e:
+        e.add_note(
+            f"(raised while pickling the arguments of {_describe(fn)} to send them to an isolated worker: "
+            "arguments and results cross as pickle bytes: pass data, not locks, sockets or open files)"
+        )
+        raise
+    return len(fn_bytes).to_bytes(4, "little") + fn_bytes + args_bytes
 
 
 def decode(status: int, data: bytes, fn: object = None, mode: str = "interpreter") -> tuple[bool, Any]:
@@ -82,7 +90,10 @@ def decode(status: int, data: bytes, fn: object = None, mode: str = "interpreter
     if status == OK:
         try:
             return False, pickle.loads(data)
-        except Exception as e:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # as the stdlib: even a SystemExit is this call's outcome
+            e.add_note(f"(raised while unpickling the result of {_describe(fn)} in the calling process)")
             return True, e
     if status == CRASHED:
         from ._errors import WorkerCrashed  # main side only: it imports multiprocessing
@@ -131,172 +142,6 @@ def main_info() -> tuple[str, str]:
     return "", ""
 
 
-# Runs inside each worker, with `_setup(sys_path, cwd, main_name, main_path)` called once and
-# `_run(payload) -> (status, bytes)` per call.
-WORKER_SOURCE = r'''
-import os, pickle, sys, traceback
-
-_main = None
-
-def _setup(sys_path, main_name, main_path):
-    # The working directory is the process's, shared with the caller already.
-    global _main
-    sys.path[:] = list(sys_path)
-    _main = (main_name, main_path)
-
-def _load_main():
-    # The caller's __main__, run as __mp_main__ so its `if __name__ == "__main__":` block does not
-    # run, then aliased as __main__ so pickled references to it resolve (multiprocessing's spawn).
-    global _main
-    if _main is None:
-        return False
-    name, path = _main
-    _main = None
-    import runpy, types
-    # While it loads, starting worker processes is refused (an unguarded script would start
-    # them again and again, as multiprocessing's spawn also refuses).
-    sys._rustpool_loading_main = True
-    try:
-        if name:
-            ns = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
-        elif path:
-            ns = runpy.run_path(path, run_name="__mp_main__")
-        else:
-            return False
-    finally:
-        del sys._rustpool_loading_main
-    mod = types.ModuleType("__mp_main__")
-    mod.__dict__.update(ns)
-    sys.modules["__mp_main__"] = sys.modules["__main__"] = mod
-    return True
-
-def _teardown():
-    # Before Py_EndInterpreter: let threading forget this thread while the module still works
-    # (3.13 drops a dummy thread's entry from a thread-local finalizer that would otherwise run
-    # after the module is torn down and print an ignored exception).
-    th = sys.modules.get("threading")
-    info = getattr(th, "_thread_local_info", None)
-    if info is not None and hasattr(info, "_track_dummy_thread_ref"):
-        del info._track_dummy_thread_ref
-
-def _loads(payload):
-    try:
-        return pickle.loads(payload)
-    except (AttributeError, ModuleNotFoundError) as e:
-        if "__main__" in str(e) or "__mp_main__" in str(e):
-            if _load_main():
-                return pickle.loads(payload)
-        raise
-
-def _run(payload):
-    try:
-        fn, args, kwargs = _loads(payload)
-    except BaseException as e:
-        return 2, f"{type(e).__name__}: {e}".encode()
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException as e:
-        if isinstance(e, ImportError) and "subinterpreters" in str(e):
-            # A module imported inside fn refuses subinterpreters: as if fn could not load here.
-            return 2, f"{type(e).__name__}: {e}".encode()
-        tb = "".join(traceback.format_exception(e))
-        try:
-            data = pickle.dumps((e, tb), 5)
-            pickle.loads(data)  # it must also rebuild on the other side
-            return 1, data
-        except BaseException as pe:
-            sub = RuntimeError(f"{type(e).__module__}.{type(e).__qualname__}: {e} "
-                               f"(the exception could not be pickled: {pe})")
-            return 1, pickle.dumps((sub, tb), 5)
-    try:
-        return 0, pickle.dumps(result, 5)
-    except BaseException as pe:
-        name = getattr(fn, "__qualname__", repr(fn))
-        sub = TypeError(f"the result of {name} could not be pickled: {pe}")
-        return 1, pickle.dumps((sub, "".join(traceback.format_exception(pe))), 5)
-'''
-
-
-# Appended to WORKER_SOURCE in a worker process: calls come as length-prefixed frames on fd
-# `rfd`, replies go out on fd `wfd` as (length, status, bytes). The first frame is the pickled
-# (sys_path, main_name, main_path, initializer call or None); its reply is (0, b"") once set up,
-# or (5, traceback) when the initializer raised (then the process ends). EOF on `rfd` (the pool
-# let this worker go, or the parent died) ends the process. After each reply the worker keeps
-# reading for a short while without sleeping (`_SPIN` seconds): a call sent right away costs no
-# wake-up.
-PROCESS_SOURCE = r'''
-import select, struct, time
-
-_SPIN = 0.0002
-
-def _boot(payload):
-    # Ctrl-C in a terminal reaches the whole process group: it is the caller's to handle (its
-    # pools shut down and this worker sees EOF); a call must not die of it half-way.
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys_path, main_name, main_path, init = pickle.loads(payload)
-    _setup(sys_path, main_name, main_path)
-    if init is not None:
-        try:
-            fn, args, kwargs = _loads(init)
-            fn(*args, **kwargs)
-        except BaseException as e:
-            return 5, "".join(traceback.format_exception(e)).encode()
-    return 0, b""
-
-def _serve(rfd, wfd):
-    os.set_blocking(rfd, False)
-    buf = bytearray()
-    clock = time.perf_counter
-    spin_until = 0.0
-
-    def take(n):
-        while len(buf) < n:
-            try:
-                chunk = os.read(rfd, max(n - len(buf), 1 << 16))
-            except BlockingIOError:
-                if clock() >= spin_until:
-                    select.select([rfd], [], [])
-                continue
-            if not chunk:
-                return None
-            buf.extend(chunk)
-        data = bytes(buf[:n])
-        del buf[:n]
-        return data
-
-    def frame():
-        head = take(4)
-        return None if head is None else take(int.from_bytes(head, "little"))
-
-    def send(status, data):
-        if len(data) > 0xFFFFFFFF:  # frames carry a 32-bit length
-            err = ValueError(f"the pickled result is {len(data)} bytes; a worker process returns at most 4 GiB")
-            status, data = 1, pickle.dumps((err, ""), 5)
-        out = memoryview(struct.pack("<IB", len(data), status) + data)
-        try:
-            while out:
-                out = out[os.write(wfd, out):]
-        except BrokenPipeError:
-            raise SystemExit(0)  # the pool let this worker go before it read the reply
-
-    boot = frame()
-    if boot is None:
-        return
-    status, data = _boot(boot)
-    send(status, data)
-    if status:
-        return
-    while True:
-        payload = frame()
-        if payload is None:
-            return
-        status, data = _run(payload)
-        send(status, data)
-        spin_until = clock() + _SPIN
-'''
-
-
 def refuse_while_loading_main() -> None:
     """RuntimeError inside a worker that is loading the caller's ``__main__`` (an unguarded script
     would otherwise start its pools again in every worker, as multiprocessing's spawn refuses)."""
@@ -308,10 +153,23 @@ def refuse_while_loading_main() -> None:
         )
 
 
-def process_boot(init: bytes | None = None) -> tuple[str, bytes]:
-    """(the program a worker process runs, its first frame); ``init`` is the pickled
-    initializer call (``dumps_call(initializer, initargs, None)``)."""
+def worker_path() -> str:
+    """The file of ``rustpool._worker``: a worker process runs it as its program, a subinterpreter
+    loads it by path (so neither imports the ``rustpool`` package, and its native module, first)."""
+    return os.path.abspath(_worker.__file__)
+
+
+def process_boot(init: bytes | None = None) -> tuple[list[str], bytes]:
+    """(the command line of a worker process, its first frame); ``init`` is the pickled
+    initializer call (``dumps_call(initializer, initargs, None)``).
+
+    The command is this interpreter with its flags (``-X``, ``-W``, ``-O``..., as multiprocessing's
+    spawn passes them), ``-P`` (the file's directory, rustpool's own, is not put on ``sys.path``;
+    the worker takes the caller's ``sys.path`` from its first frame) and the worker file."""
     refuse_while_loading_main()
     main_name, main_path = main_info()
     first = pickle.dumps((list(sys.path), main_name, main_path, init), 5)
-    return WORKER_SOURCE + PROCESS_SOURCE + "\n_serve(3, 4)\n", first
+    import subprocess  # here: this module is also imported inside subinterpreters
+
+    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    return [sys.executable, *flags, "-P", worker_path()], first

@@ -5,7 +5,8 @@
 //! Per worker thread: a main-interpreter thread state (made with `PyGILState_Ensure`, kept for
 //! life), then `Py_NewInterpreterFromConfig` (creation serialized: it is racy, cpython#123134),
 //! kept for life and attached only while a call runs. Nothing of PyO3 runs inside the
-//! subinterpreter (PyO3 modules refuse to load there): the worker side is raw C API, and only
+//! subinterpreter (PyO3 modules refuse to load there): the worker side is raw C API running
+//! `rustpool/_worker.py` (loaded by path, so `rustpool`'s `__init__` never runs for it), and only
 //! bytes cross: the call as pickle protocol 5 (made on the main side by `rustpool._crossing`), the
 //! reply as (status, bytes). The worker attaches to the main interpreter once per call (or per
 //! small batch of short calls), to settle the previous calls' futures and claim the next ones (a
@@ -38,7 +39,9 @@ static CREATE: Mutex<()> = Mutex::new(());
 /// What a worker needs to look like the caller: its sys.path and `__main__` (the working
 /// directory is the process's, shared already).
 struct Boot {
+    /// `rustpool/_worker.py`: its text, and its path (for tracebacks).
     source: CString,
+    path: CString,
     sys_path: Vec<String>,
     main_name: String,
     main_path: String,
@@ -61,7 +64,10 @@ pub fn start(
     let crossing = crossing(py)?;
     let (main_name, main_path): (String, String) =
         crossing.getattr("main_info")?.call0()?.extract()?;
-    let source: String = crossing.getattr("WORKER_SOURCE")?.extract()?;
+    let path: String = crossing.getattr("worker_path")?.call0()?.extract()?;
+    let source = std::fs::read_to_string(&path).map_err(|e| {
+        PyRuntimeError::new_err(format!("cannot read rustpool's worker module {path}: {e}"))
+    })?;
     let sys_path: Vec<String> = py
         .import("sys")?
         .getattr("path")?
@@ -70,6 +76,7 @@ pub fn start(
         .collect();
     let boot = Arc::new(Boot {
         source: CString::new(source).map_err(|e| PyValueError::new_err(e.to_string()))?,
+        path: CString::new(path).map_err(|e| PyValueError::new_err(e.to_string()))?,
         sys_path,
         main_name,
         main_path,
@@ -303,29 +310,37 @@ unsafe fn new_str(s: &str) -> *mut ffi::PyObject {
     ffi::PyUnicode_FromStringAndSize(s.as_ptr() as *const _, s.len() as ffi::Py_ssize_t)
 }
 
-/// Define the worker functions in the subinterpreter and set it up like the caller; returns
-/// `_run` and `_teardown`.
+/// Load `rustpool/_worker.py` in the subinterpreter (by path: importing `rustpool` there would run
+/// the package's `__init__` first) and set it up like the caller; returns its `run` and
+/// `teardown`.
 unsafe fn boot_worker(boot: &Boot) -> Result<(*mut ffi::PyObject, *mut ffi::PyObject), String> {
     let globals = ffi::PyDict_New();
     ffi::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins());
-    let r = ffi::PyRun_StringFlags(
-        boot.source.as_ptr(),
-        ffi::Py_file_input,
-        globals,
-        globals,
-        ptr::null_mut(),
-    );
+    let name = new_str("rustpool._worker");
+    ffi::PyDict_SetItemString(globals, c"__name__".as_ptr(), name);
+    ffi::Py_DecRef(name);
+    let file = ffi::PyUnicode_FromString(boot.path.as_ptr());
+    ffi::PyDict_SetItemString(globals, c"__file__".as_ptr(), file);
+    ffi::Py_DecRef(file);
+    let code = ffi::Py_CompileString(boot.source.as_ptr(), boot.path.as_ptr(), ffi::Py_file_input);
+    let r = if code.is_null() {
+        code
+    } else {
+        let r = ffi::PyEval_EvalCode(code, globals, globals);
+        ffi::Py_DecRef(code);
+        r
+    };
     if r.is_null() {
         ffi::Py_DecRef(globals);
         return Err(format!("worker bootstrap failed: {}", take_error()));
     }
     ffi::Py_DecRef(r);
-    let setup = ffi::PyDict_GetItemString(globals, c"_setup".as_ptr());
-    let run = ffi::PyDict_GetItemString(globals, c"_run".as_ptr());
-    let teardown = ffi::PyDict_GetItemString(globals, c"_teardown".as_ptr());
+    let setup = ffi::PyDict_GetItemString(globals, c"setup".as_ptr());
+    let run = ffi::PyDict_GetItemString(globals, c"run".as_ptr());
+    let teardown = ffi::PyDict_GetItemString(globals, c"teardown".as_ptr());
     if setup.is_null() || run.is_null() || teardown.is_null() {
         ffi::Py_DecRef(globals);
-        return Err("worker bootstrap defined no _setup/_run".into());
+        return Err("the worker module defines no setup/run/teardown".into());
     }
     let path = ffi::PyList_New(0);
     for p in &boot.sys_path {
@@ -350,7 +365,7 @@ unsafe fn boot_worker(boot: &Boot) -> Result<(*mut ffi::PyObject, *mut ffi::PyOb
     Ok((run, teardown))
 }
 
-/// `_run(payload) -> (status, bytes)` inside the subinterpreter (attached).
+/// `run(payload) -> (status, bytes)` inside the subinterpreter (attached).
 unsafe fn call_run(run: *mut ffi::PyObject, payload: &[u8]) -> (i64, Vec<u8>) {
     let arg = ffi::PyBytes_FromStringAndSize(
         payload.as_ptr() as *const _,

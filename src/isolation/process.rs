@@ -1,29 +1,39 @@
 //! isolation="process": each worker thread of the pool owns one worker process (a fresh
 //! interpreter, spawn semantics: never a fork of this process, which has threads).
 //!
-//! The child runs `rustpool._crossing`'s worker source with `python -c`; calls go to it as
-//! length-prefixed frames on its fd 3 and replies come back on its fd 4 (its stdin, stdout and
-//! stderr stay free for the user's code). Its first frame is its setup (the caller's `sys.path`
+//! The child runs `rustpool/_worker.py` as its program (`python -P <path>/_worker.py`); calls go
+//! to it as frames on its fd 3 and replies come back on its fd 4 (its stdin, stdout and stderr
+//! stay free for the user's code; the child makes fds 3 and 4 non-inheritable at once, so a
+//! process it starts never holds them). Its first frame is its setup (the caller's `sys.path`
 //! and `__main__`, the pickled initializer); its first reply says whether that worked. The child
 //! dies with its parent (`PR_SET_PDEATHSIG`, and EOF on fd 3 ends it too).
 //!
+//! Frames: a call is `CALL_MAGIC`, a call id (u64), a length (u32) and the payload; a reply is
+//! `REPLY_MAGIC`, the id of the call it answers, a length and a status byte, then the bytes. A
+//! reply is checked before it is believed: a wrong marker, an id that is not the call's, a
+//! length the child could not hold, or an unknown status is a malformed reply: that call fails
+//! with `WorkerCrashed`, the child is killed and replaced. A reply is read as it arrives (never
+//! allocated from its claimed length up front) and under the call's deadline and cancel flag.
+//!
 //! A child that dies while it runs a call fails that call only, with `rustpool.WorkerCrashed`
-//! naming the exit code or signal; the next call starts a new child. A call past its timeout, or
-//! cancelled while it runs when the pool kills on cancel, has its child killed the same way. A
-//! child is also let go after `max_tasks` calls, or once its RSS passes `max_rss`.
+//! naming the exit code or signal; the next call starts a new child. Its death is seen on a
+//! pidfd of the process (or by `waitpid` now and then where there is none), not only as EOF on
+//! the reply pipe, which a grandchild may still hold. A call past its timeout, or cancelled
+//! while it runs when the pool kills on cancel, has its child killed the same way. A child is
+//! also let go after `max_tasks` calls, or once its RSS passes `max_rss`.
 //!
 //! Latency: the worker thread spins briefly on the reply pipe and the child on the call pipe
 //! before either sleeps, so a short call costs no thread wake-up on either side.
 
 use super::workers::{
     crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, BROKEN,
-    CANCELLED, CRASHED, PANICKED, TIMED_OUT,
+    CANCELLED, CRASHED, PANICKED, TIMED_OUT, UNLOADABLE,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +44,21 @@ use std::time::{Duration, Instant};
 const REPLY_SPIN: Duration = Duration::from_micros(100);
 /// How often a worker thread waiting on a call that can be cancelled looks at its flag.
 const CANCEL_CHECK: Duration = Duration::from_millis(10);
+/// How often a worker thread looks for its child's death where there is no pidfd.
+const DEATH_CHECK: Duration = Duration::from_millis(50);
+
+/// The frame markers (as in `rustpool._worker`).
+const CALL_MAGIC: &[u8; 4] = b"rpC1";
+const REPLY_MAGIC: &[u8; 4] = b"rpR1";
+/// A reply's header: marker, call id (u64), length (u32), status (u8).
+const REPLY_HEADER: usize = 17;
+/// Replies longer than this have their length checked against the child's address space (a
+/// reply cannot be longer than the memory that held it); shorter ones are simply read.
+const CHECKED_LENGTH: usize = 16 << 20;
+/// The most a reply's buffer grows ahead of the bytes that arrived.
+const READ_AHEAD: usize = 64 << 20;
+/// A small call goes out in one write with its header.
+const ONE_WRITE: usize = 64 << 10;
 
 /// What a process pool is made with, besides its size.
 #[derive(Default)]
@@ -47,8 +72,8 @@ pub struct Options {
 }
 
 struct Boot {
-    python: String,
-    source: String,
+    /// The worker's command line (`_crossing.process_boot`).
+    argv: Vec<String>,
     first_frame: Vec<u8>,
     options: Options,
 }
@@ -56,15 +81,39 @@ struct Boot {
 struct Child {
     process: std::process::Child,
     calls: io::PipeWriter,
+    /// Read without blocking: a reply is waited for in `poll`, with the pidfd.
     replies: io::PipeReader,
+    /// Readable once the process has ended (Linux 5.3+); None: `waitpid` every `DEATH_CHECK`.
+    pidfd: Option<OwnedFd>,
+    /// Bytes read from `replies` and not yet taken as a reply.
+    inbox: Vec<u8>,
+    /// Ids of the frames sent and not answered yet, oldest first.
+    unanswered: VecDeque<u64>,
+    /// The whole length of the reply at the front of the inbox, once believed (its header read
+    /// and its length checked).
+    front: Option<usize>,
+    next_id: u64,
     /// Calls it has answered.
     tasks: usize,
 }
 
+/// What waiting for the oldest unanswered frame gave.
 enum Wait {
-    Ready,
+    /// Its reply, checked: (status, bytes).
+    Reply(i64, Vec<u8>),
     TimedOut,
     Cancelled,
+    /// No reply will come: the process ended (or closed its end of the pipe) first.
+    Gone,
+    /// The child broke the protocol (why, for the call's error): it must be killed.
+    Malformed(String),
+}
+
+/// What the inbox holds.
+enum Parsed {
+    Reply(i64, Vec<u8>),
+    Partial,
+    Malformed(String),
 }
 
 impl Child {
@@ -73,13 +122,13 @@ impl Child {
         let (reply_r, reply_w) = io::pipe()?;
         let (cr, rw) = (call_r.as_raw_fd(), reply_w.as_raw_fd());
         let parent = std::process::id() as libc::pid_t;
-        let mut cmd = Command::new(&boot.python);
-        cmd.arg("-c").arg(&boot.source).stdin(Stdio::null());
+        let mut cmd = Command::new(&boot.argv[0]);
+        cmd.args(&boot.argv[1..]).stdin(Stdio::null());
         unsafe {
             cmd.pre_exec(move || {
                 // Only async-signal-safe calls here. Move both ends above fd 4 first: one of
                 // them may already be fd 3 or 4 (and `dup2(fd, fd)` would keep its close-on-exec
-                // flag).
+                // flag). The child itself makes 3 and 4 non-inheritable once it runs.
                 let (a, b) = (
                     libc::fcntl(cr, libc::F_DUPFD, 10),
                     libc::fcntl(rw, libc::F_DUPFD, 10),
@@ -99,45 +148,81 @@ impl Child {
         }
         let process = cmd.spawn()?;
         drop((call_r, reply_w));
+        set_nonblocking(reply_r.as_raw_fd())?;
+        let pidfd = pidfd_open(process.id());
         let mut child = Child {
             process,
             calls: call_w,
             replies: reply_r,
+            pidfd,
+            inbox: Vec::new(),
+            unanswered: VecDeque::new(),
+            front: None,
+            next_id: 0,
             tasks: 0,
         };
         child.send(&boot.first_frame)?;
         Ok(child)
     }
 
+    /// Send one frame (the setup is id 0, calls count up from 1).
     fn send(&mut self, payload: &[u8]) -> io::Result<()> {
         let len = u32::try_from(payload.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a call over 4 GiB"))?;
-        self.calls.write_all(&len.to_le_bytes())?;
-        self.calls.write_all(payload)
+        let id = self.next_id;
+        let mut head = Vec::with_capacity(16 + payload.len().min(ONE_WRITE));
+        head.extend_from_slice(CALL_MAGIC);
+        head.extend_from_slice(&id.to_le_bytes());
+        head.extend_from_slice(&len.to_le_bytes());
+        if payload.len() <= ONE_WRITE {
+            head.extend_from_slice(payload);
+            self.calls.write_all(&head)?;
+        } else {
+            self.calls.write_all(&head)?;
+            self.calls.write_all(payload)?;
+        }
+        self.next_id += 1;
+        self.unanswered.push_back(id);
+        Ok(())
     }
 
-    /// Wait until a reply (or EOF) can be read: spin a little (if `spin`), then sleep in
-    /// `poll`, until `deadline` or until `cancelled` is raised.
-    fn wait(&self, spin: bool, deadline: Option<Instant>, cancelled: Option<&AtomicBool>) -> Wait {
-        let fd = self.replies.as_raw_fd();
+    /// Wait for the reply to the oldest unanswered frame: spin a little (if `spin`), then sleep
+    /// in `poll` on the reply pipe and the pidfd, until the reply is whole, the process has
+    /// ended, `deadline` passes or `cancelled` is raised.
+    fn wait(
+        &mut self,
+        spin: bool,
+        deadline: Option<Instant>,
+        cancelled: Option<&AtomicBool>,
+    ) -> Wait {
         let start = Instant::now();
         let mut n = 0u32;
-        while spin && start.elapsed() < REPLY_SPIN {
-            if readable(fd, 0) {
-                return Wait::Ready;
-            }
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(16) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
         loop {
+            let open = self.fill();
+            match self.parse() {
+                Parsed::Reply(status, data) => return Wait::Reply(status, data),
+                Parsed::Malformed(why) => return Wait::Malformed(why),
+                Parsed::Partial => {}
+            }
+            if !open {
+                return Wait::Gone;
+            }
+            if spin && start.elapsed() < REPLY_SPIN {
+                n = n.wrapping_add(1);
+                if n.is_multiple_of(16) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
             if cancelled.is_some_and(|c| c.load(Ordering::Acquire)) {
                 return Wait::Cancelled;
             }
             let mut sleep: Option<Duration> = cancelled.map(|_| CANCEL_CHECK);
+            if self.pidfd.is_none() {
+                sleep = Some(sleep.map_or(DEATH_CHECK, |s| s.min(DEATH_CHECK)));
+            }
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -149,31 +234,163 @@ impl Child {
             let ms = sleep.map_or(-1, |s| {
                 s.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             });
-            if readable(fd, ms) {
-                return Wait::Ready;
+            let (_, ended) = poll2(self.replies.as_raw_fd(), self.pidfd.as_ref(), ms);
+            let ended = ended || (self.pidfd.is_none() && self.has_ended());
+            if ended {
+                // Whatever it wrote before it ended is in the pipe: a whole reply still counts.
+                self.fill();
+                return match self.parse() {
+                    Parsed::Reply(status, data) => Wait::Reply(status, data),
+                    Parsed::Malformed(why) => Wait::Malformed(why),
+                    Parsed::Partial => Wait::Gone,
+                };
             }
         }
     }
 
-    fn receive(&mut self) -> io::Result<(i64, Vec<u8>)> {
-        let mut head = [0u8; 5];
-        self.replies.read_exact(&mut head)?;
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let mut data = vec![0u8; len];
-        self.replies.read_exact(&mut data)?;
-        Ok((i64::from(head[4]), data))
+    /// Read what the reply pipe holds now; false at EOF (or on an error: the pipe is done).
+    fn fill(&mut self) -> bool {
+        let fd = self.replies.as_raw_fd();
+        loop {
+            // Grow by what a whole frame still needs (its length checked by `parse` first),
+            // at most `READ_AHEAD` ahead of what arrived; by 64 KiB when no header is here yet.
+            let want = self.frame_len().map_or(ONE_WRITE, |total| {
+                total
+                    .saturating_sub(self.inbox.len())
+                    .clamp(ONE_WRITE, READ_AHEAD)
+            });
+            self.inbox.reserve(want);
+            let spare = self.inbox.spare_capacity_mut();
+            let r = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+            if r > 0 {
+                unsafe { self.inbox.set_len(self.inbox.len() + r as usize) };
+                continue;
+            }
+            if r == 0 {
+                return false;
+            }
+            return match io::Error::last_os_error().kind() {
+                io::ErrorKind::WouldBlock => true,
+                io::ErrorKind::Interrupted => continue,
+                _ => false,
+            };
+        }
     }
 
-    /// Resident memory of the child, in bytes (None when it cannot be read).
-    fn rss(&self) -> Option<u64> {
+    /// The whole length (header included) of the frame at the front of the inbox, once its
+    /// header is here and its length is believable.
+    fn frame_len(&mut self) -> Option<usize> {
+        if self.front.is_none() {
+            let head = self.inbox.get(..REPLY_HEADER)?;
+            if &head[..4] != REPLY_MAGIC {
+                return None;
+            }
+            let len = u32::from_le_bytes(head[12..16].try_into().ok()?) as usize;
+            if len > CHECKED_LENGTH && !self.could_hold(len) {
+                return None;
+            }
+            self.front = Some(REPLY_HEADER + len);
+        }
+        self.front
+    }
+
+    /// Whether the child's address space could hold `len` bytes (true when it cannot be read).
+    fn could_hold(&self, len: usize) -> bool {
+        self.statm(0)
+            .is_none_or(|size| size == 0 || len as u64 <= size)
+    }
+
+    /// The reply at the front of the inbox, checked.
+    fn parse(&mut self) -> Parsed {
+        let Some(head) = self.inbox.get(..REPLY_HEADER) else {
+            if !self.inbox.is_empty()
+                && !REPLY_MAGIC.starts_with(&self.inbox[..self.inbox.len().min(4)])
+            {
+                return Parsed::Malformed(malformed(&format!(
+                    "it does not start with rustpool's frame marker: {}",
+                    preview(&self.inbox)
+                )));
+            }
+            return Parsed::Partial;
+        };
+        if &head[..4] != REPLY_MAGIC {
+            return Parsed::Malformed(malformed(&format!(
+                "it does not start with rustpool's frame marker: {}",
+                preview(head)
+            )));
+        }
+        let id = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as usize;
+        let status = i64::from(head[16]);
+        if self.frame_len().is_none() {
+            return Parsed::Malformed(malformed(&format!(
+                "it claims {len} bytes, more than the worker process holds"
+            )));
+        }
+        let expected = self.unanswered.front().copied();
+        if expected != Some(id) {
+            let awaited = expected.map_or("none".to_string(), |e| e.to_string());
+            return Parsed::Malformed(malformed(&format!(
+                "it answers call {id} where call {awaited} was awaited"
+            )));
+        }
+        let known = matches!(status, 0 | 1 | UNLOADABLE) || (id == 0 && status == BROKEN);
+        if !known {
+            return Parsed::Malformed(malformed(&format!("unknown status {status}")));
+        }
+        if self.inbox.len() < REPLY_HEADER + len {
+            return Parsed::Partial;
+        }
+        let rest = self.inbox.split_off(REPLY_HEADER + len);
+        let mut data = std::mem::replace(&mut self.inbox, rest);
+        data.drain(..REPLY_HEADER);
+        self.unanswered.pop_front();
+        self.front = None;
+        Parsed::Reply(status, data)
+    }
+
+    /// Whether the process has ended (reaped by this look if so).
+    fn has_ended(&mut self) -> bool {
+        !matches!(self.process.try_wait(), Ok(None))
+    }
+
+    /// Field `i` of the child's `/proc/<pid>/statm`, in bytes (None when it cannot be read).
+    fn statm(&self, i: usize) -> Option<u64> {
         let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.process.id())).ok()?;
-        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let pages: u64 = statm.split_whitespace().nth(i)?.parse().ok()?;
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Some(pages * u64::try_from(page).ok()?)
     }
 
-    /// Why the child is gone (it is killed first if it still runs).
+    /// Resident memory of the child, in bytes (None when it cannot be read).
+    fn rss(&self) -> Option<u64> {
+        self.statm(1)
+    }
+
+    /// Why no reply came: the child broke the protocol (`malformed`: it is killed) or is gone.
+    /// The fds this side holds for the child (its pipes, its pidfd).
+    fn fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.calls.as_raw_fd(), self.replies.as_raw_fd()];
+        fds.extend(self.pidfd.as_ref().map(AsRawFd::as_raw_fd));
+        fds
+    }
+
+    fn lost(self, malformed: Option<String>) -> String {
+        match malformed {
+            Some(why) => {
+                self.kill();
+                why
+            }
+            None => self.death(),
+        }
+    }
+
+    /// Why the child is gone. A child that closed its end of the reply pipe and still runs is
+    /// given a moment to end by itself, then killed.
     fn death(mut self) -> String {
+        if !self.has_ended() {
+            let _ = poll2(-1, self.pidfd.as_ref(), 100);
+        }
         let _ = self.process.kill();
         match self.process.wait() {
             Ok(status) => match (status.code(), status.signal()) {
@@ -207,16 +424,53 @@ impl Child {
     }
 }
 
-/// Whether `fd` can be read (or is at EOF) within `ms` milliseconds (-1: no limit).
-fn readable(fd: RawFd, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let r = unsafe { libc::poll(&mut p, 1, ms) };
+/// The message of a call whose reply broke the protocol.
+fn malformed(why: &str) -> String {
+    format!("the worker process sent a malformed reply ({why}); it was killed")
+}
+
+/// The first bytes of `bytes`, escaped, for a message.
+fn preview(bytes: &[u8]) -> String {
+    let head: String = bytes[..bytes.len().min(16)]
+        .iter()
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect();
+    format!("b\"{head}\"")
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A pidfd of process `pid` (readable once it has ended), where the kernel has them (5.3+).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Wait up to `ms` milliseconds (-1: no limit) until `fd` can be read (or is at EOF) or the
+/// process of `pidfd` has ended: (fd ready, process ended). A negative `fd` is not watched.
+fn poll2(fd: RawFd, pidfd: Option<&OwnedFd>, ms: i32) -> (bool, bool) {
+    let mut p = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: pidfd.map_or(-1, |p| p.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let r = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
     // On error (EINTR), say "not yet": the caller loops.
-    r > 0 && p.revents != 0
+    (r > 0 && p[0].revents != 0, r > 0 && p[1].revents != 0)
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -244,14 +498,12 @@ pub fn start(
         .initializer
         .as_ref()
         .map(|b| PyBytes::new(py, b).unbind());
-    let (source, first_frame): (String, Vec<u8>) = crossing(py)?
+    let (argv, first_frame): (Vec<String>, Vec<u8>) = crossing(py)?
         .getattr("process_boot")?
         .call1((init,))?
         .extract()?;
-    let python: String = py.import("sys")?.getattr("executable")?.extract()?;
     let boot = Arc::new(Boot {
-        python,
-        source,
+        argv,
         first_frame,
         options,
     });
@@ -319,11 +571,10 @@ fn death_status(shared: &Shared) -> i64 {
 fn start_child(boot: &Boot, shared: &Shared) -> Result<Child, String> {
     let mut c =
         Child::spawn(boot).map_err(|e| format!("could not start a worker process ({e})"))?;
-    shared.children.lock().insert(c.process.id());
-    c.wait(false, None, None);
-    match c.receive() {
-        Ok((0, _)) => Ok(c),
-        Ok((BROKEN, data)) => {
+    shared.children.lock().insert(c.process.id(), c.fds());
+    match c.wait(false, None, None) {
+        Wait::Reply(0, _) => Ok(c),
+        Wait::Reply(BROKEN, data) => {
             let tb = String::from_utf8_lossy(&data);
             let msg = format!(
                 "A process in the pool failed in its initializer; the pool is not usable anymore. The initializer raised:\n{tb}"
@@ -332,6 +583,10 @@ fn start_child(boot: &Boot, shared: &Shared) -> Result<Child, String> {
             forget_child(shared, &c);
             c.kill();
             Err(msg)
+        }
+        Wait::Malformed(why) => {
+            forget_child(shared, &c);
+            Err(format!("{}, while it started", c.lost(Some(why))))
         }
         _ => {
             forget_child(shared, &c);
@@ -439,7 +694,9 @@ fn run_some(
         // Spin only for a lone call (a short one is then done with no wake-up); while a batch
         // runs, the cores are better left to the child and the submitter.
         let reply = match c.wait(sent == 1, deadline, kill_flag) {
-            Wait::Ready => c.receive(),
+            Wait::Reply(status, data) => Ok((status, data)),
+            Wait::Gone => Err(None),
+            Wait::Malformed(why) => Err(Some(why)),
             Wait::TimedOut => {
                 let t = task.job.timeout.unwrap_or_default();
                 let msg = format!(
@@ -468,10 +725,11 @@ fn run_some(
                 c.tasks += 1;
                 done.push((task, status, data));
             }
-            Err(_) => {
-                // The child died running this call; the ones sent after it never started.
+            Err(malformed) => {
+                // The child died running this call (or broke the protocol: it is killed); the
+                // ones sent after it never started.
                 forget_child(shared, &c);
-                done.push((task, death_status(shared), c.death().into_bytes()));
+                done.push((task, death_status(shared), c.lost(malformed).into_bytes()));
                 return;
             }
         }

@@ -1,7 +1,9 @@
 //! What the isolated modes share: a pool of dedicated worker threads fed by one queue, each
 //! worker running calls somewhere else (a subinterpreter, a process) and settling them from the
 //! bytes that come back. Only bytes cross: the call as pickle protocol 5 (made here, on the main
-//! side, by `rustpool._crossing`), the reply as (status, bytes).
+//! side, by `rustpool._crossing`), the reply as (status, bytes). A call that cannot be pickled
+//! fails on its future, as with the stdlib; `submit` raises only for the pool's state (shut down,
+//! broken).
 
 use super::{broken_error, Isolation};
 use crate::handoff::Handoff;
@@ -13,7 +15,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -91,9 +94,10 @@ pub struct Shared {
     /// Set by a Ctrl-C (`lifecycle::Pool::abort`): calls not begun are cancelled, worker
     /// processes are killed.
     pub aborted: AtomicBool,
-    /// Worker processes alive, by pid (a pid leaves before its process is reaped, so a kill
-    /// never reaches a stranger).
-    pub children: Mutex<HashSet<u32>>,
+    /// Worker processes alive, by pid, with the fds of their pipes (a pid leaves before its
+    /// process is reaped, so a kill never reaches a stranger; a forked child of this process
+    /// closes the fds, so that the workers still see EOF when this process lets them go).
+    pub children: Mutex<HashMap<u32, Vec<RawFd>>>,
     /// A fork is coming: workers end their subinterpreters and wait (`park_for_fork`).
     parking: AtomicBool,
     /// Workers parked (or with nothing to park) while `parking`.
@@ -144,6 +148,12 @@ impl Isolation for WorkerPool {
                 return fallback.submit(py, job);
             }
         }
+        if self.shared.tx.lock().is_none() {
+            // Before pickling: a pool that is shut down refuses every call the same way.
+            return Err(PyRuntimeError::new_err(
+                "cannot schedule new futures after shutdown",
+            ));
+        }
         let payload = match job.call() {
             None => None,
             Some(call) => {
@@ -168,15 +178,21 @@ impl Isolation for WorkerPool {
                         let len = bytes.as_bytes().len();
                         if self.shared.mode == "process" && u32::try_from(len).is_err() {
                             // Frames to a worker process carry a 32-bit length.
-                            return Err(PyValueError::new_err(format!(
+                            job.fail(py, PyValueError::new_err(format!(
                                 "the pickled call is {len} bytes; a worker process takes at most 4 GiB per call"
                             )));
+                            return Ok(());
                         }
                         Some(bytes.as_bytes().to_vec())
                     }
                     // "auto": a call that cannot cross runs in the next mode instead.
                     (Err(_), Some(fallback)) => return fallback.submit(py, job),
-                    (Err(e), None) => return Err(e),
+                    // As the stdlib: an error of the call itself (it cannot be pickled) is the
+                    // call's outcome, on its future; only the pool's state is raised here.
+                    (Err(e), None) => {
+                        job.fail(py, e);
+                        return Ok(());
+                    }
                 }
             }
         };
@@ -337,7 +353,7 @@ impl Shared {
 
     /// Kill the pool's worker processes (their calls fail or are cancelled; see `aborting`).
     fn kill_children(&self) {
-        for pid in self.children.lock().iter() {
+        for pid in self.children.lock().keys() {
             if let Ok(pid) = libc::pid_t::try_from(*pid) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -376,6 +392,15 @@ impl lifecycle::Pool for Shared {
     fn resume_after_fork(&self) {
         self.parking.store(false, Ordering::SeqCst);
         lifecycle::notify();
+    }
+
+    fn forked_child(&self) {
+        // The lock may have been held by a thread that does not exist here.
+        if let Some(children) = self.children.try_lock() {
+            for fd in children.values().flatten() {
+                unsafe { libc::close(*fd) };
+            }
+        }
     }
 }
 
@@ -451,7 +476,7 @@ impl WorkerPool {
             generation: lifecycle::generation(),
             alive: AtomicUsize::new(0),
             aborted: AtomicBool::new(false),
-            children: Mutex::new(HashSet::new()),
+            children: Mutex::new(HashMap::new()),
             parking: AtomicBool::new(false),
             parked: AtomicUsize::new(0),
             last_call_ns: AtomicU64::new(0),

@@ -1,0 +1,298 @@
+"""The code every isolated worker runs: a subinterpreter (``isolation="interpreter"``, which loads
+this file by path) or a worker process (``isolation="process"``, which runs this file as its
+program: ``python -P .../rustpool/_worker.py``, so ``ps`` shows what it is).
+
+It imports only the standard library, and little of it at start: a subinterpreter cannot load
+rustpool's native module, and both kinds of worker should start fast.
+
+A call arrives as ``dumps_call``'s bytes (``rustpool._crossing``): the pickled function, then the
+pickled ``(args, kwargs)``, unpickled one after the other so that a failure says which of them
+failed. ``run(payload) -> (status, bytes)``; the statuses:
+
+- 0 (``OK``): the pickled result.
+- 1 (``RAISED``): the pickled ``(exception, formatted traceback)``: what fn raised, or what was
+  raised while unpickling the arguments or pickling the result (its type kept, a note saying
+  where it came from).
+- 2 (``UNLOADABLE``): the function itself could not be loaded here (fn never ran); the message.
+
+In a worker process (``serve``), calls come as frames on fd 3 and replies go out on fd 4; both
+are made non-inheritable at start, and closed in a child forked by a call, so a grandchild never
+holds them. Call frame: ``CALL_MAGIC``, call id (u64), length (u32), then the payload. Reply
+frame: ``REPLY_MAGIC``, the same call id, length (u32), status (u8), then the bytes. The first
+frame (id 0) is the setup: the pickled ``(sys_path, main_name, main_path, initializer call or
+None)``; its reply is ``OK`` once set up, or 5 (broken) with the initializer's traceback (then the
+process ends). EOF on fd 3 (the pool let this worker go, or the parent died) ends the process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs a worker's start
+if TYPE_CHECKING:
+    from typing import Any
+
+OK, RAISED, UNLOADABLE, BROKEN = 0, 1, 2, 5
+
+CALL_MAGIC = b"rpC1"
+REPLY_MAGIC = b"rpR1"
+CALL_HEADER = 16  # magic, id (u64), length (u32)
+
+# The caller's __main__ (module name, file path), loaded on first need.
+_main: tuple[str, str] | None = None
+
+
+def describe(fn: object) -> str:
+    """``module.qualname`` of a function, for messages."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module else str(name)
+
+
+def setup(sys_path: list[str], main_name: str, main_path: str) -> None:
+    """Look like the caller: its ``sys.path`` now, its ``__main__`` when a call needs it (the
+    working directory is the process's, shared with the caller already)."""
+    global _main
+    sys.path[:] = list(sys_path)
+    _main = (main_name, main_path)
+
+
+def _load_main() -> bool:
+    # The caller's __main__, run as __mp_main__ so its `if __name__ == "__main__":` block does not
+    # run, then aliased as __main__ so pickled references to it resolve (multiprocessing's spawn).
+    global _main
+    if _main is None:
+        return False
+    name, path = _main
+    _main = None
+    import runpy
+    import types
+
+    # While it loads, starting worker processes is refused (an unguarded script would start them
+    # again and again, as multiprocessing's spawn also refuses).
+    sys._rustpool_loading_main = True  # type: ignore[attr-defined]
+    try:
+        if name:
+            ns = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
+        elif path:
+            ns = runpy.run_path(path, run_name="__mp_main__")
+        else:
+            return False
+    finally:
+        del sys._rustpool_loading_main  # type: ignore[attr-defined]
+    mod = types.ModuleType("__mp_main__")
+    mod.__dict__.update(ns)
+    sys.modules["__mp_main__"] = sys.modules["__main__"] = mod
+    return True
+
+
+def teardown() -> None:
+    """Before ``Py_EndInterpreter``: let threading forget this thread while the module still works
+    (3.13 drops a dummy thread's entry from a thread-local finalizer that would otherwise run after
+    the module is torn down and print an ignored exception)."""
+    th = sys.modules.get("threading")
+    info = getattr(th, "_thread_local_info", None)
+    if info is not None and hasattr(info, "_track_dummy_thread_ref"):
+        del info._track_dummy_thread_ref
+
+
+def _loads(data: bytes | memoryview) -> Any:
+    try:
+        return pickle.loads(data)
+    except (AttributeError, ModuleNotFoundError) as e:
+        if ("__main__" in str(e) or "__mp_main__" in str(e)) and _load_main():
+            return pickle.loads(data)
+        raise
+
+
+def _refuses_subinterpreters(e: BaseException) -> bool:
+    return isinstance(e, ImportError) and "subinterpreters" in str(e)
+
+
+def _reason(e: BaseException) -> bytes:
+    return f"{type(e).__name__}: {e}".encode()
+
+
+def _raised(e: BaseException) -> tuple[int, bytes]:
+    """``RAISED`` with ``e`` and its traceback, or a RuntimeError that says why ``e`` cannot cross."""
+    import traceback
+
+    tb = "".join(traceback.format_exception(e))
+    try:
+        data = pickle.dumps((e, tb), 5)
+        pickle.loads(data)  # it must also rebuild on the other side
+        return RAISED, data
+    except BaseException as pe:
+        sub = RuntimeError(
+            f"{type(e).__module__}.{type(e).__qualname__}: {e} (the exception could not be pickled: {pe})"
+        )
+        return RAISED, pickle.dumps((sub, tb), 5)
+
+
+def _noted(e: BaseException, note: str) -> BaseException:
+    # The exception keeps its type and arguments (as with the stdlib); the note says where.
+    try:
+        e.add_note(note)
+    except Exception:
+        pass
+    return e
+
+
+def split(payload: bytes | memoryview) -> tuple[memoryview, memoryview]:
+    """(pickled fn, pickled (args, kwargs)) of a call made by ``dumps_call``."""
+    view = memoryview(payload)
+    n = int.from_bytes(view[:4], "little")
+    return view[4 : 4 + n], view[4 + n :]
+
+
+def run(payload: bytes) -> tuple[int, bytes]:
+    """Run one call; ``(status, bytes)`` as the module docstring says."""
+    fn_bytes, args_bytes = split(payload)
+    try:
+        fn = _loads(fn_bytes)
+    except BaseException as e:
+        return UNLOADABLE, _reason(e)
+    try:
+        args, kwargs = _loads(args_bytes)
+    except BaseException as e:
+        if _refuses_subinterpreters(e):
+            return UNLOADABLE, _reason(e)  # a module of an argument's class refuses this worker
+        return _raised(_noted(e, f"(raised while unpickling the arguments of {describe(fn)} in the worker)"))
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as e:
+        if _refuses_subinterpreters(e):
+            # A module imported inside fn refuses subinterpreters: as if fn could not load here.
+            return UNLOADABLE, _reason(e)
+        return _raised(e)
+    try:
+        return OK, pickle.dumps(result, 5)
+    except BaseException as e:
+        what = f"{type(result).__module__}.{type(result).__qualname__}"
+        return _raised(
+            _noted(e, f"(raised while pickling the result of {describe(fn)}, a {what}, in the worker: it could not be pickled to be sent back)")
+        )
+
+
+# --- worker processes ----------------------------------------------------------------------------
+
+# After each reply the worker keeps reading for this long without sleeping: a call sent right away
+# costs no wake-up.
+_SPIN = 0.0002
+
+
+def _boot(payload: bytes) -> tuple[int, bytes]:
+    # Ctrl-C in a terminal reaches the whole process group: it is the caller's to handle (its
+    # pools shut down and this worker sees EOF); a call must not die of it half-way.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys_path, main_name, main_path, init = pickle.loads(payload)
+    setup(sys_path, main_name, main_path)
+    if init is not None:
+        try:
+            fn_bytes, args_bytes = split(init)
+            fn = _loads(fn_bytes)
+            args, kwargs = _loads(args_bytes)
+            fn(*args, **kwargs)
+        except BaseException as e:
+            import traceback
+
+            return BROKEN, "".join(traceback.format_exception(e)).encode()
+    return OK, b""
+
+
+def _close_pipes_in_forked_child(rfd: int, wfd: int) -> None:
+    # A call that forks (a fork-context multiprocessing pool, say): the child must not hold the
+    # pipes (it would hide this worker's death from the pool) nor answer calls.
+    def close() -> None:
+        for fd in (rfd, wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    os.register_at_fork(after_in_child=close)
+
+
+def serve(rfd: int = 3, wfd: int = 4) -> None:
+    """The worker process's loop: frames in on ``rfd``, replies out on ``wfd``, until EOF."""
+    import select
+    import struct
+    import time
+
+    # Started processes (os.system, subprocess, an exec in a call) never get the pipes.
+    os.set_inheritable(rfd, False)
+    os.set_inheritable(wfd, False)
+    _close_pipes_in_forked_child(rfd, wfd)
+    os.set_blocking(rfd, False)
+    buf = bytearray()
+    clock = time.perf_counter
+    spin_until = 0.0
+    reply_header = struct.Struct("<4sQIB")
+    call_header = struct.Struct("<4sQI")
+
+    def take(n: int) -> bytes | None:
+        while len(buf) < n:
+            try:
+                chunk = os.read(rfd, max(n - len(buf), 1 << 16))
+            except BlockingIOError:
+                if clock() >= spin_until:
+                    select.select([rfd], [], [])
+                continue
+            except OSError:
+                return None  # closed under us (a forked child of a call): leave
+            if not chunk:
+                return None
+            buf.extend(chunk)
+        data = bytes(buf[:n])
+        del buf[:n]
+        return data
+
+    def frame() -> tuple[int, bytes] | None:
+        head = take(CALL_HEADER)
+        if head is None:
+            return None
+        magic, call_id, length = call_header.unpack(head)
+        if magic != CALL_MAGIC:
+            # Something else read from our pipe: the stream is out of step for good.
+            sys.stderr.write("rustpool worker: a malformed call frame; this worker process ends\n")
+            os._exit(70)
+        data = take(length)
+        return None if data is None else (call_id, data)
+
+    def send(call_id: int, status: int, data: bytes) -> None:
+        if len(data) > 0xFFFFFFFF:  # frames carry a 32-bit length
+            err = ValueError(f"the pickled result is {len(data)} bytes; a worker process returns at most 4 GiB")
+            status, data = RAISED, pickle.dumps((err, ""), 5)
+        out = memoryview(reply_header.pack(REPLY_MAGIC, call_id, len(data), status) + data)
+        try:
+            while out:
+                out = out[os.write(wfd, out) :]
+        except OSError:
+            # The pool let this worker go before it read the reply (or, in a forked child of a
+            # call, the pipe is closed): nothing to answer to.
+            os._exit(0)
+
+    first = frame()
+    if first is None:
+        return
+    call_id, payload = first
+    status, data = _boot(payload)
+    send(call_id, status, data)
+    if status:
+        return
+    while True:
+        call = frame()
+        if call is None:
+            return
+        call_id, payload = call
+        status, data = run(payload)
+        send(call_id, status, data)
+        spin_until = clock() + _SPIN
+
+
+if __name__ == "__main__":
+    serve()
