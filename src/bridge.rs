@@ -60,6 +60,7 @@ fn settle(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: Outcome) {
         Outcome::Cancel => fut.call_method0(intern!(py, "cancel")),
     };
     if let Err(err) = r {
+        crate::job::keep_interrupt(py, &err);
         // Already done (cancelled by its awaiter): drop silently. Otherwise the future refused the
         // value (StopIteration cannot be set on a future): deliver the refusal instead of hanging.
         let done = fut
@@ -140,7 +141,10 @@ impl Completer {
                 .bind(py)
                 .call_method0(intern!(py, "is_closed"))
                 .and_then(|c| c.is_truthy())
-                .unwrap_or(false);
+                .unwrap_or_else(|e| {
+                    crate::job::keep_interrupt(py, &e);
+                    false
+                });
             if closed {
                 self.queue.closed.store(true, Ordering::Release);
                 drop(std::mem::take(&mut *self.queue.items.lock()));
@@ -149,7 +153,8 @@ impl Completer {
             let woke = self
                 .call_soon_threadsafe
                 .call1(py, (self.drain.clone_ref(py),));
-            if woke.is_err() {
+            if let Err(e) = woke {
+                crate::job::keep_interrupt(py, &e);
                 // The loop is closed: nothing can await these futures any more.
                 self.queue.closed.store(true, Ordering::Release);
                 drop(std::mem::take(&mut *self.queue.items.lock()));

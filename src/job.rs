@@ -74,7 +74,10 @@ impl Target {
                 .call_method0(intern!(py, "set_running_or_notify_cancel"))
                 .and_then(|d| d.is_truthy()),
         };
-        r.unwrap_or(false)
+        r.unwrap_or_else(|e| {
+            keep_interrupt(py, &e);
+            false
+        })
     }
 
     fn finish(self, py: Python<'_>, outcome: Outcome) {
@@ -89,8 +92,11 @@ impl Target {
                     }
                     Outcome::Cancel => cancel_concurrent(fut),
                 };
-                // Only fails when someone else already settled the future by hand.
-                drop(r);
+                // Only fails when someone else already settled the future by hand (or a Ctrl-C
+                // landed in the call).
+                if let Err(e) = r {
+                    keep_interrupt(py, &e);
+                }
             }
         }
     }
@@ -226,6 +232,15 @@ impl Job {
         if self.claim(py) {
             self.target.finish(py, Outcome::Err(err));
         }
+    }
+}
+
+/// A Ctrl-C that landed in a Python call whose error rustpool does not raise (settling a future,
+/// say: the signal's handler runs in whatever Python code the main thread runs next) is handed
+/// back to the interpreter, so that the next signal check raises it where it can be seen.
+pub fn keep_interrupt(py: Python<'_>, err: &PyErr) {
+    if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+        unsafe { ffi::PyErr_SetInterrupt() };
     }
 }
 

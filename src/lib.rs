@@ -16,13 +16,13 @@ mod runner;
 
 use pyo3::prelude::*;
 
-/// The package's exit hook: every pool finishes what it was given (with `abort`, after a Ctrl-C:
-/// queued calls are cancelled and worker processes killed first), then no pool thread touches
+/// The package's exit hook: every pool finishes what it was given (after a Ctrl-C, `interrupts`
+/// 1: queued calls are cancelled and worker processes killed first), then no pool thread touches
 /// Python again. Interruptible: a first Ctrl-C aborts and goes on waiting for threads that run
-/// Python, a second raises KeyboardInterrupt.
+/// Python, a second (or `interrupts` 2) raises KeyboardInterrupt while any still does.
 #[pyfunction]
-fn _exit(py: Python<'_>, abort: bool) -> PyResult<()> {
-    lifecycle::exit(py, abort)
+fn _exit(py: Python<'_>, interrupts: u32) -> PyResult<()> {
+    lifecycle::exit(py, interrupts)
 }
 
 /// Pool threads that may still run Python (the exit hook's last word after a second Ctrl-C).

@@ -169,24 +169,37 @@ pub fn notify() {
 }
 
 /// The exit hook's wait: every pool finishes what it was given, then no pool thread touches
-/// Python again. `abort`: cancel queued calls and kill worker processes first (a Ctrl-C ended
-/// the program). A Ctrl-C during the wait aborts and keeps waiting for threads that run Python
-/// (they cannot be stopped, and the process must not finalize under them).
-pub fn exit(py: Python<'_>, abort: bool) -> PyResult<()> {
-    // Ctrl-Cs so far: the one that ended the program (`abort`), then those during the wait.
-    let mut interrupts = u32::from(abort);
+/// Python again. After a Ctrl-C (`interrupts` > 0), queued calls are cancelled and worker
+/// processes killed first; a first Ctrl-C during the wait does the same and keeps waiting for
+/// threads that run Python (they cannot be stopped, and the process must not finalize under
+/// them); a second one raises KeyboardInterrupt (the caller ends the process).
+pub fn exit(py: Python<'_>, mut interrupts: u32) -> PyResult<()> {
+    // `interrupts`: the Ctrl-Cs so far (one ended the program, a second one its exit), then
+    // those during the wait.
     let abort_all = |py: Python<'_>| {
         for p in pools() {
             p.abort(py);
         }
     };
-    if abort {
+    if interrupts > 0 {
         abort_all(py);
     }
     for p in pools() {
         p.close(py);
     }
     let idle = || LIVE.load(Ordering::SeqCst) == 0;
+    if interrupts >= 2 {
+        // Give the aborted pools a moment to let their threads go, then no more waiting.
+        let deadline = std::time::Instant::now() + SIGNAL_CHECK;
+        py.detach(|| {
+            while !idle() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        if !idle() {
+            return Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(()));
+        }
+    }
     loop {
         match wait_interruptibly(py, idle) {
             Ok(()) => break,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import itertools
 import math
@@ -524,24 +525,49 @@ def _interrupted() -> bool:
     return isinstance(last, KeyboardInterrupt)
 
 
-def _at_exit() -> None:
+_exited = False
+
+
+def _at_exit(interrupts: int | None = None) -> None:
     # Like concurrent.futures: every pool (dropped and replaced ones included) finishes the work
     # it was given before the interpreter goes, then no pool thread touches Python again. After
     # a Ctrl-C, calls that have not begun are cancelled and worker processes are killed instead;
-    # a Ctrl-C during the wait does the same.
+    # a Ctrl-C during the wait does the same, a second one ends the process. A Ctrl-C can land on
+    # any line here: none of them may skip the wait.
+    global _exited
+    if _exited:
+        return
+    _exited = True
     try:
-        _rustpool._exit(_interrupted())
+        try:
+            if interrupts is None:
+                interrupts = int(_interrupted())
+        except KeyboardInterrupt:
+            interrupts = 2  # one ended the program (most likely), this one its exit
+        _rustpool._exit(interrupts)
     except KeyboardInterrupt:
-        # A second Ctrl-C while pool threads still run Python: finalizing under them would crash
-        # the process, so end it now, as the user asked.
-        live = _rustpool._live_threads()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - a closed or broken stream cannot stop the exit
-                pass
-        os.write(2, f"rustpool: interrupted again; {live} pool thread(s) still running Python, exiting now\n".encode())
-        os._exit(130)
+        _exit_now()
+
+
+def _exit_now() -> None:
+    """A second Ctrl-C while pool threads still run Python: finalizing under them would crash
+    the process, so end it now, as the user asked."""
+    live = _rustpool._live_threads()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - a closed stream or a third Ctrl-C cannot stop the exit
+            pass
+    os.write(2, f"rustpool: interrupted again; {live} pool thread(s) still running Python, exiting now\n".encode())
+    os._exit(130)
+
+
+def _at_exit_backstop() -> None:
+    # atexit runs after threading's exit hooks and still before the interpreter finalizes. Here
+    # only when threading's shutdown never reached `_at_exit`: an exception (a second Ctrl-C, in
+    # practice) ended it first.
+    if not _exited:
+        _at_exit(2 if _interrupted() else 1)
 
 
 def _before_fork() -> None:
@@ -559,4 +585,5 @@ def _after_fork_child() -> None:
 
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+atexit.register(_at_exit_backstop)
 os.register_at_fork(before=_before_fork, after_in_parent=_rustpool._after_fork_parent, after_in_child=_after_fork_child)

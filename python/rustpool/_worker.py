@@ -18,9 +18,11 @@ failed. ``run(payload) -> (status, bytes)``; the statuses:
 In a worker process (``serve``), calls come as frames on fd 3 and replies go out on fd 4; both
 are made non-inheritable at start, and closed in a child forked by a call, so a grandchild never
 holds them. Call frame: ``CALL_MAGIC``, call id (u64), length (u32), then the payload. Reply
-frame: ``REPLY_MAGIC``, the same call id, length (u32), status (u8), then the bytes. The first
-frame (id 0) is the setup: the pickled ``(sys_path, main_name, main_path, initializer call or
-None)``; its reply is ``OK`` once set up, or 5 (broken) with the initializer's traceback (then the
+frame: ``REPLY_MAGIC``, the same call id, length (u32), status (u8), then the bytes. A skip frame
+(``SKIP_MAGIC``, a call id, length 0) takes back a call written earlier: if it has not begun, it
+never does and its answer is ``SKIPPED`` (before a call begins, the worker reads every frame
+already written). The first frame (id 0) is the setup: the pickled ``(sys_path, main_name,
+main_path, initializer call or None)``; its reply is ``OK`` once set up, or 5 (broken) with the initializer's traceback (then the
 process ends). EOF on fd 3 (the pool let this worker go, or the parent died) ends the process.
 """
 
@@ -35,9 +37,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 OK, RAISED, UNLOADABLE, BROKEN = 0, 1, 2, 5
+# The answer to a call the pool took back before it began (it never ran).
+SKIPPED = 7
 
 CALL_MAGIC = b"rpC1"
 REPLY_MAGIC = b"rpR1"
+SKIP_MAGIC = b"rpS1"
 CALL_HEADER = 16  # magic, id (u64), length (u32)
 
 # The caller's __main__ (module name, file path), loaded on first need.
@@ -234,34 +239,56 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
     reply_header = struct.Struct("<4sQIB")
     call_header = struct.Struct("<4sQI")
 
-    def take(n: int) -> bytes | None:
-        while len(buf) < n:
-            try:
-                chunk = os.read(rfd, max(n - len(buf), 1 << 16))
-            except BlockingIOError:
-                if clock() >= spin_until:
-                    select.select([rfd], [], [])
-                continue
-            except OSError:
-                return None  # closed under us (a forked child of a call): leave
-            if not chunk:
-                return None
-            buf.extend(chunk)
-        data = bytes(buf[:n])
-        del buf[:n]
-        return data
+    # Calls read and not run yet, and the ids the pool took back (a skip frame: the awaiting side
+    # cancelled a call that was already written to this worker before it began).
+    pending: list[tuple[int, bytes]] = []
+    skipped: set[int] = set()
 
-    def frame() -> tuple[int, bytes] | None:
-        head = take(CALL_HEADER)
-        if head is None:
-            return None
-        magic, call_id, length = call_header.unpack(head)
-        if magic != CALL_MAGIC:
-            # Something else read from our pipe: the stream is out of step for good.
-            sys.stderr.write("rustpool worker: a malformed call frame; this worker process ends\n")
-            os._exit(70)
-        data = take(length)
-        return None if data is None else (call_id, data)
+    def read_available() -> bool:
+        """Read what the pipe holds now (all of it); False at EOF."""
+        while True:
+            need = CALL_HEADER
+            if len(buf) >= CALL_HEADER:
+                need = CALL_HEADER + call_header.unpack_from(buf)[2] - len(buf)
+            try:
+                chunk = os.read(rfd, max(need, 1 << 16))
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False  # closed under us (a forked child of a call): leave
+            if not chunk:
+                return False
+            buf.extend(chunk)
+
+    def parse() -> None:
+        """Move every whole frame from ``buf`` to ``pending`` (or ``skipped``)."""
+        while len(buf) >= CALL_HEADER:
+            magic, call_id, length = call_header.unpack_from(buf)
+            if magic == SKIP_MAGIC:
+                skipped.add(call_id)
+                del buf[:CALL_HEADER]
+                continue
+            if magic != CALL_MAGIC:
+                # Something else read from our pipe: the stream is out of step for good.
+                sys.stderr.write("rustpool worker: a malformed call frame; this worker process ends\n")
+                os._exit(70)
+            if len(buf) < CALL_HEADER + length:
+                return
+            pending.append((call_id, bytes(buf[CALL_HEADER : CALL_HEADER + length])))
+            del buf[: CALL_HEADER + length]
+
+    def next_call() -> tuple[int, bytes] | None:
+        """The next call (waiting for one), once every frame already written is read: a skip
+        written before the call begins is always seen. None at EOF."""
+        while True:
+            still_open = read_available()
+            parse()
+            if pending:
+                return pending.pop(0)
+            if not still_open:
+                return None
+            if clock() >= spin_until:
+                select.select([rfd], [], [])
 
     def send(call_id: int, status: int, data: bytes) -> None:
         if len(data) > 0xFFFFFFFF:  # frames carry a 32-bit length
@@ -276,7 +303,7 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
             # call, the pipe is closed): nothing to answer to.
             os._exit(0)
 
-    first = frame()
+    first = next_call()
     if first is None:
         return
     call_id, payload = first
@@ -285,11 +312,15 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
     if status:
         return
     while True:
-        call = frame()
+        call = next_call()
         if call is None:
             return
         call_id, payload = call
-        status, data = run(payload)
+        if call_id in skipped:
+            skipped.discard(call_id)
+            status, data = SKIPPED, b""
+        else:
+            status, data = run(payload)
         send(call_id, status, data)
         spin_until = clock() + _SPIN
 

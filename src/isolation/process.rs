@@ -50,6 +50,8 @@ const DEATH_CHECK: Duration = Duration::from_millis(50);
 /// The frame markers (as in `rustpool._worker`).
 const CALL_MAGIC: &[u8; 4] = b"rpC1";
 const REPLY_MAGIC: &[u8; 4] = b"rpR1";
+/// Takes back a call written ahead (its id, no payload): see `Later`.
+const SKIP_MAGIC: &[u8; 4] = b"rpS1";
 /// A reply's header: marker, call id (u64), length (u32), status (u8).
 const REPLY_HEADER: usize = 17;
 /// Replies longer than this have their length checked against the child's address space (a
@@ -95,6 +97,17 @@ struct Child {
     next_id: u64,
     /// Calls it has answered.
     tasks: usize,
+}
+
+/// A call written to the child behind the one it runs, with the flag its awaiting side raises
+/// when it cancels the call: while the call has not begun, it is taken back with a skip frame
+/// (the child answers `CANCELLED` and never runs it).
+struct Later {
+    /// Its place among the calls written together.
+    pos: usize,
+    id: u64,
+    flag: Arc<AtomicBool>,
+    taken_back: bool,
 }
 
 /// What waiting for the oldest unanswered frame gave.
@@ -186,14 +199,25 @@ impl Child {
         Ok(())
     }
 
+    /// Take back a call written ahead (see `Later`).
+    fn send_skip(&mut self, id: u64) -> io::Result<()> {
+        let mut frame = Vec::with_capacity(16);
+        frame.extend_from_slice(SKIP_MAGIC);
+        frame.extend_from_slice(&id.to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        self.calls.write_all(&frame)
+    }
+
     /// Wait for the reply to the oldest unanswered frame: spin a little (if `spin`), then sleep
     /// in `poll` on the reply pipe and the pidfd, until the reply is whole, the process has
-    /// ended, `deadline` passes or `cancelled` is raised.
+    /// ended, `deadline` passes or `cancelled` is raised. Meanwhile, a call of `later` whose
+    /// awaiting side cancelled it is taken back.
     fn wait(
         &mut self,
         spin: bool,
         deadline: Option<Instant>,
         cancelled: Option<&AtomicBool>,
+        later: &mut [Later],
     ) -> Wait {
         let start = Instant::now();
         let mut n = 0u32;
@@ -219,7 +243,16 @@ impl Child {
             if cancelled.is_some_and(|c| c.load(Ordering::Acquire)) {
                 return Wait::Cancelled;
             }
-            let mut sleep: Option<Duration> = cancelled.map(|_| CANCEL_CHECK);
+            let mut watching = cancelled.is_some();
+            for l in later.iter_mut().filter(|l| !l.taken_back) {
+                if l.flag.load(Ordering::Acquire) {
+                    // A failed write means the child is gone: the next poll sees it.
+                    l.taken_back = self.send_skip(l.id).is_ok();
+                } else {
+                    watching = true;
+                }
+            }
+            let mut sleep: Option<Duration> = watching.then_some(CANCEL_CHECK);
             if self.pidfd.is_none() {
                 sleep = Some(sleep.map_or(DEATH_CHECK, |s| s.min(DEATH_CHECK)));
             }
@@ -334,7 +367,9 @@ impl Child {
                 "it answers call {id} where call {awaited} was awaited"
             )));
         }
-        let known = matches!(status, 0 | 1 | UNLOADABLE) || (id == 0 && status == BROKEN);
+        let known = matches!(status, 0 | 1 | UNLOADABLE)
+            || (id == 0 && status == BROKEN)
+            || (id != 0 && status == CANCELLED);
         if !known {
             return Parsed::Malformed(malformed(&format!("unknown status {status}")));
         }
@@ -572,7 +607,7 @@ fn start_child(boot: &Boot, shared: &Shared) -> Result<Child, String> {
     let mut c =
         Child::spawn(boot).map_err(|e| format!("could not start a worker process ({e})"))?;
     shared.children.lock().insert(c.process.id(), c.fds());
-    match c.wait(false, None, None) {
+    match c.wait(false, None, None, &mut []) {
         Wait::Reply(0, _) => Ok(c),
         Wait::Reply(BROKEN, data) => {
             let tb = String::from_utf8_lossy(&data);
@@ -661,6 +696,7 @@ fn run_some(
     };
     let mut sent = 0;
     let mut bytes = 0;
+    let mut later: Vec<Later> = Vec::new();
     for task in claimed.iter().take(room) {
         let Some(payload) = &task.payload else { break };
         if sent > 0 && (bytes + payload.len() > PIPELINE_BYTES || task.job.cancel_seen()) {
@@ -668,6 +704,14 @@ fn run_some(
         }
         if c.send(payload).is_err() {
             break;
+        }
+        if let (true, Some(flag)) = (sent > 0, &task.job.cancelled) {
+            later.push(Later {
+                pos: sent,
+                id: c.next_id - 1,
+                flag: flag.clone(),
+                taken_back: false,
+            });
         }
         sent += 1;
         bytes += payload.len();
@@ -680,7 +724,9 @@ fn run_some(
         return;
     }
     let mut began = Instant::now();
-    for _ in 0..sent {
+    for i in 0..sent {
+        // The calls written behind this one.
+        let behind = later.partition_point(|l| l.pos <= i);
         // The calls before this one are done: their results must not wait for it.
         shared.hand_over(done);
         let task = claimed.front().expect("sent calls are queued");
@@ -693,7 +739,7 @@ fn run_some(
             .filter(|_| task.job.kill_on_cancel);
         // Spin only for a lone call (a short one is then done with no wake-up); while a batch
         // runs, the cores are better left to the child and the submitter.
-        let reply = match c.wait(sent == 1, deadline, kill_flag) {
+        let reply = match c.wait(sent == 1, deadline, kill_flag, &mut later[behind..]) {
             Wait::Reply(status, data) => Ok((status, data)),
             Wait::Gone => Err(None),
             Wait::Malformed(why) => Err(Some(why)),
