@@ -26,7 +26,7 @@ import pytest
 import rustpool
 
 from . import proc_helpers as h
-from .conftest import WAIT, pickle_error
+from .conftest import WAIT, pickle_error, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_a_crash_fails_only_its_call_and_the_pool_goes_on(
 def test_shutdown_cancel_futures_cancels_queued_calls(proc: Any) -> None:
     ex = proc(1)
     running = ex.submit(h.sleep_then, 0.5, 1)
-    time.sleep(0.1)
+    assert wait_until(running.running)  # the worker process may take a while to start
     queued = [ex.submit(h.sleep_then, 0, i) for i in range(5)]
     ex.shutdown(wait=True, cancel_futures=True)
     assert running.result(0) == 1
