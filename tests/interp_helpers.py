@@ -168,3 +168,14 @@ def import_numpy_inside() -> int:
     import numpy
 
     return int(numpy.arange(5).sum())
+
+
+def mark_then_import_numpy(path: str) -> int:
+    """Leave a side effect (a line appended to ``path``), then import numpy (which refuses
+    subinterpreters)."""
+    with open(path, "a") as f:
+        f.write("began\n")
+    import numpy
+
+    return int(numpy.arange(5).sum())
+

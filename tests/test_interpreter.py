@@ -590,13 +590,22 @@ def test_numpy_imported_inside_the_function_counts_as_unsupported(cpu_executor: 
     assert len(str(excinfo.value).splitlines()) == 1  # numpy's long troubleshooting text is cut
 
 
-def test_numpy_imported_inside_the_function_falls_back_under_auto(cpu_executor: Any) -> None:
-    """Under "auto" the call runs again in a worker process (from its start) and the choice is
-    remembered."""
+def test_a_function_that_imports_numpy_runs_once_and_its_next_calls_go_to_processes_under_auto(
+    cpu_executor: Any, tmp_path: Path
+) -> None:
+    """The call began in a subinterpreter and did something before its import failed: it is not
+    run again in a process (a call runs at most once); it fails with WorkerUnsupported, and the
+    function's next calls run in worker processes."""
     pytest.importorskip("numpy", reason=NUMPY_REASON)
+    trace = tmp_path / "trace"
     ex = cpu_executor(1, isolation="auto")
-    assert ex.submit(h.import_numpy_inside).result(WAIT) == 10
-    assert ex.submit(h.import_numpy_inside).result(WAIT) == 10
+    with pytest.raises(rustpool.WorkerUnsupported, match="was not run again") as excinfo:
+        ex.submit(h.mark_then_import_numpy, str(trace)).result(WAIT)
+    assert "numpy" in str(excinfo.value)
+    assert trace.read_text() == "began\n"
+    assert ex.submit(h.mark_then_import_numpy, str(trace)).result(WAIT) == 10
+    assert ex.submit(h.mark_then_import_numpy, str(trace)).result(WAIT) == 10
+    assert trace.read_text() == "began\n" * 3
 
 
 # --- shutdown ----------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ from . import _worker
 from ._worker import OK, RAISED, describe as _describe
 
 UNLOADABLE, CRASHED, BROKEN, TIMED_OUT = _worker.UNLOADABLE, 4, _worker.BROKEN, 6
+REFUSED = _worker.REFUSED
+# The subinterpreter worker's own code failed around a call (it may have run): never run again.
+FAILED = 9
 
 
 class RemoteTraceback(Exception):
@@ -113,6 +116,14 @@ def decode(status: int, data: bytes, fn: object = None, mode: str = "interpreter
         exc.__cause__ = RemoteTraceback(tb)
         return True, exc
     reason = data.decode("utf-8", "replace").strip().splitlines()[0][:500]
+    if status == FAILED:
+        return True, RuntimeError(f"the subinterpreter worker failed while it ran {_describe(fn)}: {reason}")
+    if status == REFUSED:
+        return True, WorkerUnsupported(
+            f"{_describe(fn)} imported a module that cannot run in a subinterpreter: {reason}. The call "
+            "was not run again (what it did before the import may have happened); under "
+            "isolation=\"auto\" the next calls of it run in worker processes, else use isolation=\"process\""
+        )
     if mode == "process":
         return True, WorkerUnsupported(
             f"{_describe(fn)} cannot be loaded in a worker process (isolation=\"process\"): {reason}. "

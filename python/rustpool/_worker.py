@@ -14,6 +14,8 @@ failed. ``run(payload) -> (status, bytes)``; the statuses:
   raised while unpickling the arguments or pickling the result (its type kept, a note saying
   where it came from).
 - 2 (``UNLOADABLE``): the function itself could not be loaded here (fn never ran); the message.
+- 8 (``REFUSED``): fn began, then imported a module that refuses subinterpreters; the message (it
+  is not run again: what it did up to the import may have happened).
 
 In a worker process (``serve``), calls come as frames on fd 3 and replies go out on fd 4; both
 are made non-inheritable at start, and closed in a child forked by a call, so a grandchild never
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 OK, RAISED, UNLOADABLE, BROKEN = 0, 1, 2, 5
 # The answer to a call the pool took back before it began (it never ran).
 SKIPPED = 7
+# fn began, then imported a module that refuses subinterpreters: it is not run again anywhere
+# (what it did up to the import may have happened); "auto" sends its next calls to processes.
+REFUSED = 8
 
 CALL_MAGIC = b"rpC1"
 REPLY_MAGIC = b"rpR1"
@@ -169,8 +174,9 @@ def run(payload: bytes) -> tuple[int, bytes]:
         result = fn(*args, **kwargs)
     except BaseException as e:
         if _refuses_subinterpreters(e):
-            # A module imported inside fn refuses subinterpreters: as if fn could not load here.
-            return UNLOADABLE, _reason(e)
+            # A module imported inside fn refuses subinterpreters. fn ran up to there: it must not
+            # be run again elsewhere (a call runs at most once).
+            return REFUSED, _reason(e)
         return _raised(e)
     try:
         return OK, pickle.dumps(result, 5)

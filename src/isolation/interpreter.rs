@@ -16,8 +16,8 @@
 //! hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, PANICKED,
-    UNLOADABLE,
+    crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, FAILED,
+    PANICKED, UNLOADABLE,
 };
 use super::Isolation;
 use crate::job::panic_message;
@@ -377,10 +377,8 @@ unsafe fn call_run(run: *mut ffi::PyObject, payload: &[u8]) -> (i64, Vec<u8>) {
     let reply = ffi::PyObject_CallOneArg(run, arg);
     ffi::Py_DecRef(arg);
     if reply.is_null() {
-        return (
-            UNLOADABLE,
-            format!("the worker failed: {}", take_error()).into_bytes(),
-        );
+        // The call may have run: it must not go to a fallback (it would run twice).
+        return (FAILED, take_error().into_bytes());
     }
     let status = ffi::PyLong_AsLongLong(ffi::PyTuple_GetItem(reply, 0));
     let data = ffi::PyTuple_GetItem(reply, 1);

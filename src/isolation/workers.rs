@@ -40,6 +40,11 @@ pub const BROKEN: i64 = 5;
 pub const TIMED_OUT: i64 = 6;
 /// The awaiting side cancelled the call while it ran; its worker process was killed.
 pub const CANCELLED: i64 = 7;
+/// fn began in a subinterpreter, then imported a module that refuses it: the call fails (it is
+/// never run again), and "auto" sends the function's next calls to its fallback.
+pub const REFUSED: i64 = 8;
+/// The subinterpreter worker's own code failed around a call (which may have run).
+pub const FAILED: i64 = 9;
 
 /// The most calls a worker claims at once from a long queue.
 pub const MAX_BATCH: usize = 16;
@@ -426,6 +431,11 @@ pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: V
         _ => {}
     }
     let func = job.call().map(|c| c.func.clone_ref(py));
+    if status == REFUSED && shared.fallback.is_some() {
+        if let Some(key) = func.as_ref().and_then(|f| func_key(py, f)) {
+            shared.refused.lock().insert(key);
+        }
+    }
     if status == UNLOADABLE {
         if let (Some(fallback), Some(func)) = (&shared.fallback, &func) {
             if let Some(key) = func_key(py, func) {
