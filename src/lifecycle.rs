@@ -220,7 +220,37 @@ pub fn exit(py: Python<'_>, mut interrupts: u32) -> PyResult<()> {
             std::thread::sleep(Duration::from_micros(100));
         }
     });
+    if interrupts > 0 {
+        keep_sigint_exit();
+    }
     Ok(())
+}
+
+/// A program ended by an uncaught KeyboardInterrupt exits by SIGINT (status 130 in a shell),
+/// which CPython decides from a process-wide flag. Ending a subinterpreter clears that flag;
+/// evaluating `raise KeyboardInterrupt` through `PyRun_StringFlags` sets it again (the error is
+/// dropped here: the program's own traceback has been printed already).
+fn keep_sigint_exit() {
+    unsafe {
+        let globals = pyo3::ffi::PyDict_New();
+        if globals.is_null() {
+            pyo3::ffi::PyErr_Clear();
+            return;
+        }
+        let r = pyo3::ffi::PyRun_StringFlags(
+            c"raise KeyboardInterrupt".as_ptr(),
+            pyo3::ffi::Py_file_input,
+            globals,
+            globals,
+            std::ptr::null_mut(),
+        );
+        if r.is_null() {
+            pyo3::ffi::PyErr_Clear();
+        } else {
+            pyo3::ffi::Py_DecRef(r);
+        }
+        pyo3::ffi::Py_DecRef(globals);
+    }
 }
 
 /// Pools whose live threads are still running Python, for the exit hook's last resort message.

@@ -107,6 +107,7 @@ unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared, workers
     let gstate = ffi::PyGILState_Ensure();
     let main_ts = ffi::PyThreadState_Get();
     ffi::PyEval_SaveThread();
+    let _ = shared.interrupt_running.set(interrupt_running);
     let mut worker = Worker {
         boot,
         main_ts,
@@ -243,6 +244,8 @@ impl Worker<'_> {
                 });
                 continue;
             };
+            let me = ffi::PyThread_get_thread_ident();
+            let interp_state = ffi::PyThreadState_GetInterpreter(interp.sub_ts) as usize;
             ffi::PyEval_RestoreThread(interp.sub_ts);
             while let Some(task) = claimed.pop_front() {
                 shared.hand_over(&mut done);
@@ -250,16 +253,47 @@ impl Worker<'_> {
                     continue;
                 };
                 let began = Instant::now();
+                shared.running.lock().insert(me, interp_state);
                 let reply = catch_unwind(AssertUnwindSafe(|| match &task.payload {
                     Some(payload) => call_run(interp.run, payload),
                     None => panic!("rustpool test panic inside an interpreter worker"),
                 }));
+                shared.running.lock().remove(&me);
                 shared.timed(began.elapsed());
                 let (status, data) =
                     reply.unwrap_or_else(|p| (PANICKED, panic_message(p.as_ref()).into_bytes()));
                 done.push((task, status, data));
             }
             ffi::PyEval_SaveThread();
+        }
+    }
+}
+
+/// A Ctrl-C aborted the pool: raise KeyboardInterrupt in every call running in one of its
+/// subinterpreters (at its next bytecode; a call blocked in C code sees it when that returns).
+/// Without the main GIL. The creation lock keeps the subinterpreters from ending meanwhile; a
+/// thread state of each one, made here, takes its GIL to set the exception.
+fn interrupt_running(shared: &Shared) {
+    let _one_at_a_time = CREATE.lock();
+    let running: Vec<(std::ffi::c_ulong, usize)> = shared
+        .running
+        .lock()
+        .iter()
+        .map(|(t, i)| (*t, *i))
+        .collect();
+    for (thread, interp) in running {
+        unsafe {
+            let ts = ffi::PyThreadState_New(interp as *mut ffi::PyInterpreterState);
+            if ts.is_null() {
+                continue;
+            }
+            ffi::PyEval_RestoreThread(ts);
+            ffi::PyThreadState_SetAsyncExc(
+                thread as std::ffi::c_long,
+                ffi::PyExc_KeyboardInterrupt,
+            );
+            ffi::PyThreadState_Clear(ts);
+            ffi::PyThreadState_DeleteCurrent();
         }
     }
 }

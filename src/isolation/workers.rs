@@ -111,6 +111,10 @@ pub struct Shared {
     /// (a long call claimed in a batch would hold back the calls behind it, which then could
     /// not be cancelled or taken by an idle worker).
     pub last_call_ns: AtomicU64,
+    /// Calls running in subinterpreters right now (worker thread id -> its interpreter), and
+    /// how an abort interrupts them (set by interpreter pools): a Ctrl-C stops them too.
+    pub running: Mutex<HashMap<std::ffi::c_ulong, usize>>,
+    pub interrupt_running: OnceLock<fn(&Shared)>,
     /// Results handed over in the middle of a batch, for the settler (see `hand_over`).
     held: Mutex<Held>,
     held_changed: Condvar,
@@ -376,6 +380,9 @@ impl lifecycle::Pool for Shared {
         self.tx.lock().take();
         self.cancel_queued(py);
         self.kill_children();
+        if let Some(interrupt) = self.interrupt_running.get() {
+            py.detach(|| interrupt(self));
+        }
         if let Some(fallback) = &self.fallback {
             drop(fallback.shutdown(py, false, true));
         }
@@ -490,6 +497,8 @@ impl WorkerPool {
             parking: AtomicBool::new(false),
             parked: AtomicUsize::new(0),
             last_call_ns: AtomicU64::new(0),
+            running: Mutex::new(HashMap::new()),
+            interrupt_running: OnceLock::new(),
             held: Mutex::new(Held::default()),
             held_changed: Condvar::new(),
         });
