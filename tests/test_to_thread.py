@@ -371,8 +371,14 @@ def test_loop_closed_with_completions_waiting_in_its_queue(
     loop = asyncio.new_event_loop()
     try:
 
+        def raises_once_released() -> None:
+            assert gate.released.wait(WAIT)
+            worker_raises_for_traceback()
+
         async def start() -> list[Any]:
-            return [ex._pool.run(gate), ex._pool.run(worker_raises_for_traceback)]
+            # Both calls end only once the loop has stopped (one finishing during the submission's
+            # hand-off would be drained by the loop before it stops).
+            return [ex._pool.run(gate), ex._pool.run(raises_once_released)]
 
         futures = loop.run_until_complete(start())
         assert gate.started.wait(WAIT)

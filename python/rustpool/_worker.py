@@ -122,7 +122,11 @@ def _refuses_subinterpreters(e: BaseException) -> bool:
 
 
 def _reason(e: BaseException) -> bytes:
-    return f"{type(e).__name__}: {e}".encode()
+    text = str(e).strip()
+    name = getattr(e, "name", None) if isinstance(e, ImportError) else None
+    if name and name not in text.split("\n", 1)[0]:
+        text = f"module {name!r}: {text}"  # numpy's message starts with an empty line
+    return f"{type(e).__name__}: {text}".encode()
 
 
 def _raised(e: BaseException) -> tuple[int, bytes]:

@@ -16,8 +16,8 @@
 //! hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, FAILED,
-    PANICKED, UNLOADABLE,
+    crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, PANICKED,
+    UNLOADABLE,
 };
 use super::Isolation;
 use crate::job::panic_message;
@@ -32,6 +32,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Reply status (as `rustpool._crossing.FAILED`): the worker's own code failed around a call,
+/// which may have run (so it is never handed to a fallback).
+const FAILED: i64 = 9;
 
 /// Creating and ending interpreters is racy: one at a time, process-wide.
 static CREATE: Mutex<()> = Mutex::new(());

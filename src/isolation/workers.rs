@@ -43,8 +43,6 @@ pub const CANCELLED: i64 = 7;
 /// fn began in a subinterpreter, then imported a module that refuses it: the call fails (it is
 /// never run again), and "auto" sends the function's next calls to its fallback.
 pub const REFUSED: i64 = 8;
-/// The subinterpreter worker's own code failed around a call (which may have run).
-pub const FAILED: i64 = 9;
 
 /// The most calls a worker claims at once from a long queue.
 pub const MAX_BATCH: usize = 16;
@@ -113,6 +111,7 @@ pub struct Shared {
     pub last_call_ns: AtomicU64,
     /// Calls running in subinterpreters right now (worker thread id -> its interpreter), and
     /// how an abort interrupts them (set by interpreter pools): a Ctrl-C stops them too.
+    #[cfg_attr(not(Py_3_13), allow(dead_code))]
     pub running: Mutex<HashMap<std::ffi::c_ulong, usize>>,
     pub interrupt_running: OnceLock<fn(&Shared)>,
     /// Results handed over in the middle of a batch, for the settler (see `hand_over`).
@@ -307,6 +306,7 @@ impl Shared {
 
     /// Called by a worker that has nothing the fork cannot survive any more: wait until the
     /// fork is over (the parent's side resumes it; in the child this thread does not exist).
+    #[cfg_attr(not(Py_3_13), allow(dead_code))]
     pub fn park(&self) {
         self.parked.fetch_add(1, Ordering::SeqCst);
         lifecycle::notify();
