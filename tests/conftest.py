@@ -7,10 +7,13 @@ hung run; no test asserts on speed.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
+import textwrap
 import threading
 import time
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
@@ -19,6 +22,32 @@ import rustpool
 # Generous bound for any handshake: far above what a loaded 2-core machine needs, far below the
 # pytest-timeout of the suite.
 WAIT = 30.0
+# Hard bound for a script run in a fresh interpreter (exit, fork, crash scenarios).
+SCRIPT_TIMEOUT = 90.0
+# A script's first lines when it imports ``tests`` (the repository root on its sys.path).
+IMPORT_TESTS = f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+
+
+def run_script(
+    tmp_path: Path,
+    body: str,
+    *,
+    prelude: str = "",
+    flags: Sequence[str] = ("-X", "faulthandler"),
+    timeout: float = SCRIPT_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``prelude`` + ``body`` (dedented) as ``tmp_path/script.py`` in a fresh interpreter, in
+    ``tmp_path``; killed past ``timeout`` (the test then fails with ``TimeoutExpired``, not a hung
+    run)."""
+    script = tmp_path / "script.py"
+    script.write_text(prelude + textwrap.dedent(body))
+    return subprocess.run(
+        [sys.executable, *flags, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, interval: float = 0.002) -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from . import conftest
+
 EXIT_TIMEOUT = 90.0
 
 PRELUDE = r"""
@@ -50,15 +52,7 @@ def wait_started_sync():
 
 
 def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "script.py"
-    script.write_text(PRELUDE + textwrap.dedent(body))
-    return subprocess.run(
-        [sys.executable, "-X", "faulthandler", str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT,
-    )
+    return conftest.run_script(tmp_path, body, prelude=PRELUDE, timeout=EXIT_TIMEOUT)
 
 
 def assert_clean_exit(proc: subprocess.CompletedProcess[str]) -> None:

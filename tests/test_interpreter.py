@@ -11,9 +11,7 @@ Before 3.13 the mode is refused (``test_executors.py`` checks that); this whole 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import pickle
 import subprocess
 import sys
 import textwrap

@@ -24,28 +24,21 @@ import pytest
 
 import rustpool
 
+from . import conftest
 from . import lifecycle_work as w
-from .conftest import WAIT, async_wait_until
+from .conftest import SCRIPT_TIMEOUT, WAIT, async_wait_until
 
-HARD_TIMEOUT = 90.0
 ISOLATED = ["process"] + (["interpreter"] if sys.version_info >= (3, 13) else [])
 MODES = ["thread", *ISOLATED, "auto"]
 
 
-def run_script(tmp_path: Path, body: str, *, timeout: float = HARD_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     """Run ``body`` as a script in ``tmp_path`` (where ``lifecycle_work`` can be imported from,
     by the script and by its workers)."""
     shutil.copy(Path(w.__file__), tmp_path / "lifecycle_work.py")
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(body))
-    return subprocess.run(
-        # The fork tests fork a process that has threads on purpose (3.12+ warns about it).
-        [sys.executable, "-X", "faulthandler", "-W", "ignore::DeprecationWarning", str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    # The fork tests fork a process that has threads on purpose (3.12+ warns about it).
+    flags = ("-X", "faulthandler", "-W", "ignore::DeprecationWarning")
+    return conftest.run_script(tmp_path, body, flags=flags, timeout=SCRIPT_TIMEOUT)
 
 
 def assert_clean_exit(proc: subprocess.CompletedProcess[str]) -> None:
@@ -277,7 +270,7 @@ def interrupt(tmp_path: Path, mode: str, seconds: float, times: int) -> tuple[su
             except subprocess.TimeoutExpired:
                 pass
     try:
-        _, err = proc.communicate(timeout=HARD_TIMEOUT)
+        _, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
         err = seen + err
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -340,7 +333,7 @@ def test_ctrl_c_in_shutdown_wait_raises_keyboard_interrupt_and_cancels_the_queue
         assert time.monotonic() < deadline, "the first call never began"
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=HARD_TIMEOUT)
+    out, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
     assert proc.returncode == 0, err
     assert out == "interrupted [False, True, True, True]\n", (out, err)
     assert w.lines(str(tmp_path / "trace")) == ["began 0", "finished 0"]

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +22,9 @@ import pytest
 
 import rustpool
 
+from . import conftest
 from . import proc_helpers as h
-from .conftest import WAIT
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import IMPORT_TESTS, SCRIPT_TIMEOUT, WAIT
 
 
 @pytest.fixture
@@ -37,13 +35,9 @@ def proc(cpu_executor: Callable[..., rustpool.CpuExecutor]) -> Callable[..., rus
     return make
 
 
-def run_script(tmp_path: Path, body: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """Run ``body`` in a fresh interpreter that imports rustpool and ``tests``; killed past
-    ``timeout`` (the test then fails with ``TimeoutExpired``, not a hung run)."""
-    script = tmp_path / "script.py"
-    prelude = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-    script.write_text(prelude + textwrap.dedent(body))
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
+def run_script(tmp_path: Path, body: str, timeout: float = SCRIPT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` in a fresh interpreter that imports rustpool and ``tests``."""
+    return conftest.run_script(tmp_path, body, prelude=IMPORT_TESTS, flags=(), timeout=timeout)
 
 
 def kill_all(pid_file: Path) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +31,9 @@ import pytest
 
 import rustpool
 
+from . import conftest
 from . import stdlib_helpers as s
-from .conftest import WAIT, wait_until
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import IMPORT_TESTS, SCRIPT_TIMEOUT, WAIT, wait_until
 
 KINDS = ["ThreadExecutor", "process", *(["interpreter"] if sys.version_info >= (3, 13) else [])]
 ISOLATED = [k for k in KINDS if k != "ThreadExecutor"]
@@ -58,11 +56,9 @@ def make(thread_executor: Callable[..., Any], cpu_executor: Callable[..., Any]) 
     return factory
 
 
-def run_script(tmp_path: Path, body: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "script.py"
-    prelude = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-    script.write_text(prelude + textwrap.dedent(body))
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
+def run_script(tmp_path: Path, body: str, timeout: float = SCRIPT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` in a fresh interpreter that imports rustpool and ``tests``."""
+    return conftest.run_script(tmp_path, body, prelude=IMPORT_TESTS, flags=(), timeout=timeout)
 
 
 @pytest.mark.parametrize("kind", KINDS)
