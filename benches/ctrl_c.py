@@ -29,7 +29,11 @@ def spin(seconds):
     return seconds
 """
 
-RUSTPOOL = """
+# As a terminal's foreground program (a background job of a non-interactive shell starts with
+# SIGINT ignored).
+TAKE_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+RUSTPOOL = TAKE_CTRL_C + """
 import asyncio, sys, rustpool
 from ctrl_c_work import spin
 
@@ -41,7 +45,7 @@ if __name__ == "__main__":
     asyncio.run(main())
 """
 
-STDLIB = """
+STDLIB = TAKE_CTRL_C + """
 import asyncio, multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from ctrl_c_work import spin

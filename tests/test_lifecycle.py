@@ -220,7 +220,11 @@ def test_a_fork_waits_for_a_call_running_in_a_subinterpreter(tmp_path: Path) -> 
 
 # --- Ctrl-C -------------------------------------------------------------------------------------
 
-CTRL_C_SCRIPT = """
+# A program started in the background by a non-interactive shell inherits SIGINT ignored, and
+# Python then leaves it so: the scripts take Ctrl-C as a terminal's foreground program does.
+TAKE_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+CTRL_C_SCRIPT = TAKE_CTRL_C + """
 import asyncio, sys, rustpool
 from lifecycle_work import work
 
@@ -312,7 +316,8 @@ def test_a_second_ctrl_c_ends_the_program_while_pool_threads_still_run_python(tm
 def test_ctrl_c_in_shutdown_wait_raises_keyboard_interrupt_and_cancels_the_queue(tmp_path: Path) -> None:
     shutil.copy(Path(w.__file__), tmp_path / "lifecycle_work.py")
     (tmp_path / "script.py").write_text(
-        textwrap.dedent(
+        TAKE_CTRL_C
+        + textwrap.dedent(
             """
             import rustpool
             from lifecycle_work import work
