@@ -127,38 +127,29 @@ fn pools() -> Vec<Arc<dyn Pool>> {
 /// Wait, without the GIL, until `done()`; every `SIGNAL_CHECK` look at Python's signals (a
 /// Ctrl-C raises KeyboardInterrupt here, in the main thread).
 pub fn wait_interruptibly(py: Python<'_>, done: impl Fn() -> bool + Sync) -> PyResult<()> {
-    loop {
-        // `done` runs without the registry's lock held (it may take a pool's own lock).
-        let finished = py.detach(|| {
-            let seen = NOTIFIED.load(Ordering::SeqCst);
-            if done() {
-                return true;
-            }
-            let g = lock(&WAKE.0);
-            if NOTIFIED.load(Ordering::SeqCst) == seen {
-                drop(WAKE.1.wait_timeout(g, SIGNAL_CHECK));
-            }
-            done()
-        });
-        if finished {
-            return Ok(());
-        }
+    while !py.detach(|| wait_a_little(&done)) {
         py.check_signals()?;
     }
+    Ok(())
 }
 
 /// Wait, without Python, until `done()` (for threads that do not hold the GIL: fork parking).
 pub fn wait_until(done: impl Fn() -> bool) {
-    loop {
-        let seen = NOTIFIED.load(Ordering::SeqCst);
-        if done() {
-            return;
-        }
-        let g = lock(&WAKE.0);
-        if NOTIFIED.load(Ordering::SeqCst) == seen {
-            drop(WAKE.1.wait_timeout(g, SIGNAL_CHECK));
-        }
+    while !wait_a_little(&done) {}
+}
+
+/// Wait until `done()` or a `notify`, at most `SIGNAL_CHECK`; whether `done()` now. `done` runs
+/// without the registry's lock held (it may take a pool's own lock).
+fn wait_a_little(done: &impl Fn() -> bool) -> bool {
+    let seen = NOTIFIED.load(Ordering::SeqCst);
+    if done() {
+        return true;
     }
+    let g = lock(&WAKE.0);
+    if NOTIFIED.load(Ordering::SeqCst) == seen {
+        drop(WAKE.1.wait_timeout(g, SIGNAL_CHECK));
+    }
+    done()
 }
 
 /// Wake the waiters of `wait_interruptibly` (something they wait for may have happened).

@@ -9,8 +9,8 @@
 //! by a runner that takes a job while more are queued and none is free (so 200 blocking calls
 //! gathered at once fan out to 200 threads, one new runner at a time). `cap` bounds the runners.
 //!
-//! A runner counts as live (`lifecycle::enter`) while it runs: the exit hook waits for it, and
-//! once the process is exiting no runner starts.
+//! A runner counts as live (`lifecycle::enter`) from when it is handed to a thread until it ends:
+//! the exit hook waits for it, and once the process is exiting no runner starts.
 
 use crate::handoff::Handoff;
 use crate::job::Job;
