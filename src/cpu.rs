@@ -229,9 +229,7 @@ impl CpuPool {
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = self.timeout(timeout)?;
-        // Isolated workers claim calls in batches: the flag tells them, without the GIL, that a
-        // claimed call was cancelled before it began (and, with kill_on_cancel, while it runs).
-        let watch = (self.isolation != "thread").then(CancelWatch::new);
+        let watch = self.kill_on_cancel.then(CancelWatch::new);
         let flag = watch.as_ref().map(|(_, f)| f.clone());
         let kill_on_cancel = self.kill_on_cancel;
         let fut = run_on_loop(py, func, args, kwargs, false, |mut job: Job| {

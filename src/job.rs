@@ -127,9 +127,9 @@ pub struct Job {
     pub claimed: bool,
     /// The most the call may run (only a worker process can be stopped: its process is killed).
     pub timeout: Option<Duration>,
-    /// Raised when the awaiting side cancelled the call (see `CancelWatch`): an isolated worker
-    /// that claimed it in a batch looks at it, without the GIL, right before the call would
-    /// begin, and never begins it.
+    /// Raised when the awaiting side cancelled the call (see `CancelWatch`, attached for
+    /// `kill_on_cancel`): a worker process running it is killed, and a worker that claimed it
+    /// in a batch never begins it.
     pub cancelled: Option<Arc<AtomicBool>>,
     /// Cancelling the call while it runs kills its worker process.
     pub kill_on_cancel: bool,
@@ -180,6 +180,27 @@ impl Job {
         self.cancelled
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Acquire))
+    }
+
+    /// With the GIL, right before a call claimed earlier begins: false when its awaiting side
+    /// gave up on it since the claim (an asyncio future can still be cancelled after the claim; a
+    /// concurrent future cannot, it is running from the claim on).
+    pub fn still_wanted(&self, py: Python<'_>) -> bool {
+        if self.cancel_seen() {
+            return false;
+        }
+        match &self.target {
+            Target::Loop { fut, .. } => fut
+                .bind(py)
+                .call_method0(intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .map(|done| !done)
+                .unwrap_or_else(|e| {
+                    keep_interrupt(py, &e);
+                    false
+                }),
+            Target::Concurrent { .. } => true,
+        }
     }
 
     /// Mark the call as started; false when it was cancelled first (then it must not run).

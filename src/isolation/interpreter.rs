@@ -16,8 +16,8 @@
 //! hook waits for every subinterpreter to end before the main interpreter finalizes.
 
 use super::workers::{
-    crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, PANICKED,
-    UNLOADABLE,
+    crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
+    WorkerPool, BATCH_BELOW_NS, PANICKED, UNLOADABLE,
 };
 use super::Isolation;
 use crate::job::panic_message;
@@ -263,10 +263,20 @@ impl Worker<'_> {
                     None => panic!("rustpool test panic inside an interpreter worker"),
                 }));
                 shared.running.lock().remove(&me);
-                shared.timed(began.elapsed());
+                let took = began.elapsed();
+                shared.timed(took);
                 let (status, data) =
                     reply.unwrap_or_else(|p| (PANICKED, panic_message(p.as_ref()).into_bytes()));
                 done.push((task, status, data));
+                if !claimed.is_empty() && took.as_nanos() >= u128::from(BATCH_BELOW_NS) {
+                    // The batch was claimed for short calls and this one was not: settle now, and
+                    // drop the claimed calls cancelled meanwhile (they never begin).
+                    ffi::PyEval_SaveThread();
+                    with_main(main_ts, |py| {
+                        settle_and_recheck(py, shared, &mut done, &mut claimed)
+                    });
+                    ffi::PyEval_RestoreThread(interp.sub_ts);
+                }
             }
             ffi::PyEval_SaveThread();
         }

@@ -42,6 +42,9 @@ use std::time::{Duration, Instant};
 
 /// How long a worker thread spins on the reply pipe before it sleeps in `poll`.
 const REPLY_SPIN: Duration = Duration::from_micros(100);
+/// How long a call runs before the worker thread first looks whether the calls written behind it
+/// are still wanted (then every `CANCEL_CHECK`).
+const RECHECK_FIRST: Duration = Duration::from_millis(1);
 /// How often a worker thread waiting on a call that can be cancelled looks at its flag.
 const CANCEL_CHECK: Duration = Duration::from_millis(10);
 /// How often a worker thread looks for its child's death where there is no pidfd.
@@ -99,9 +102,10 @@ struct Child {
     tasks: usize,
 }
 
-/// A call written to the child behind the one it runs, with the flag its awaiting side raises
-/// when it cancels the call: while the call has not begun, it is taken back with a skip frame
-/// (the child answers `CANCELLED` and never runs it).
+/// A call written to the child behind the one it runs, with a flag raised once its awaiting side
+/// gave up on it (seen by a recheck with the GIL, or by `CancelWatch` under `kill_on_cancel`):
+/// while the call has not begun, it is taken back with a skip frame (the child answers
+/// `CANCELLED` and never runs it).
 struct Later {
     /// Its place among the calls written together.
     pos: usize,
@@ -120,6 +124,8 @@ enum Wait {
     Gone,
     /// The child broke the protocol (why, for the call's error): it must be killed.
     Malformed(String),
+    /// Time to look (with the GIL) whether the calls written behind this one are still wanted.
+    Recheck,
 }
 
 /// What the inbox holds.
@@ -218,6 +224,7 @@ impl Child {
         deadline: Option<Instant>,
         cancelled: Option<&AtomicBool>,
         later: &mut [Later],
+        recheck_at: Option<Instant>,
     ) -> Wait {
         let start = Instant::now();
         let mut n = 0u32;
@@ -253,6 +260,13 @@ impl Child {
                 }
             }
             let mut sleep: Option<Duration> = watching.then_some(CANCEL_CHECK);
+            if let Some(at) = recheck_at.filter(|_| watching) {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Wait::Recheck;
+                }
+                sleep = Some(sleep.map_or(left, |s| s.min(left)));
+            }
             if self.pidfd.is_none() {
                 sleep = Some(sleep.map_or(DEATH_CHECK, |s| s.min(DEATH_CHECK)));
             }
@@ -607,7 +621,7 @@ fn start_child(boot: &Boot, shared: &Shared) -> Result<Child, String> {
     let mut c =
         Child::spawn(boot).map_err(|e| format!("could not start a worker process ({e})"))?;
     shared.children.lock().insert(c.process.id(), c.fds());
-    match c.wait(false, None, None, &mut []) {
+    match c.wait(false, None, None, &mut [], None) {
         Wait::Reply(0, _) => Ok(c),
         Wait::Reply(BROKEN, data) => {
             let tb = String::from_utf8_lossy(&data);
@@ -705,11 +719,11 @@ fn run_some(
         if c.send(payload).is_err() {
             break;
         }
-        if let (true, Some(flag)) = (sent > 0, &task.job.cancelled) {
+        if sent > 0 {
             later.push(Later {
                 pos: sent,
                 id: c.next_id - 1,
-                flag: flag.clone(),
+                flag: task.job.cancelled.clone().unwrap_or_default(),
                 taken_back: false,
             });
         }
@@ -739,7 +753,34 @@ fn run_some(
             .filter(|_| task.job.kill_on_cancel);
         // Spin only for a lone call (a short one is then done with no wake-up); while a batch
         // runs, the cores are better left to the child and the submitter.
-        let reply = match c.wait(sent == 1, deadline, kill_flag, &mut later[behind..]) {
+        // The calls written behind this one were sent as short ones: once this one has run for
+        // `RECHECK_FIRST`, look now and then (with the GIL) whether their awaiting side gave up
+        // on them, and take those back.
+        let mut recheck_at = (behind < later.len()).then(|| Instant::now() + RECHECK_FIRST);
+        let waited = loop {
+            match c.wait(
+                sent == 1,
+                deadline,
+                kill_flag,
+                &mut later[behind..],
+                recheck_at,
+            ) {
+                Wait::Recheck => {
+                    Python::attach(|py| {
+                        for l in later[behind..].iter().filter(|l| !l.taken_back) {
+                            if !claimed[l.pos - i].job.still_wanted(py) {
+                                l.flag.store(true, Ordering::Release);
+                            }
+                        }
+                    });
+                    recheck_at = Some(Instant::now() + CANCEL_CHECK);
+                }
+                other => break other,
+            }
+        };
+        let task = claimed.front().expect("sent calls are queued");
+        let reply = match waited {
+            Wait::Recheck => unreachable!("handled above"),
             Wait::Reply(status, data) => Ok((status, data)),
             Wait::Gone => Err(None),
             Wait::Malformed(why) => Err(Some(why)),

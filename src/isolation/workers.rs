@@ -47,7 +47,7 @@ pub const REFUSED: i64 = 8;
 /// The most calls a worker claims at once from a long queue.
 pub const MAX_BATCH: usize = 16;
 /// A worker claims more than one call at a time only while the last call took less than this.
-const BATCH_BELOW_NS: u64 = 1_000_000;
+pub const BATCH_BELOW_NS: u64 = 1_000_000;
 /// A result a worker hands over in the middle of a batch (`Shared::hand_over`) is settled by the
 /// pool's settler once it has waited this long for the worker to settle it itself: a result
 /// never waits for the rest of its batch.
@@ -127,7 +127,14 @@ struct Held {
     since: Option<Instant>,
     /// Every worker ended: the settler settles what is left and ends.
     closed: bool,
+    /// The settler sleeps until woken (nothing was handed over for `SETTLER_IDLE`); while it is
+    /// awake it looks every `SETTLE_AFTER` by itself, so that a burst of batches costs one
+    /// wake-up, not one per batch.
+    parked: bool,
 }
+
+/// How long the settler stays awake (looking every `SETTLE_AFTER`) after the last hand-over.
+const SETTLER_IDLE: Duration = Duration::from_millis(50);
 
 pub struct WorkerPool {
     shared: Arc<Shared>,
@@ -325,7 +332,10 @@ impl Shared {
         let mut held = self.held.lock();
         if held.done.is_empty() {
             held.since = Some(Instant::now());
-            self.held_changed.notify_one();
+            if held.parked {
+                held.parked = false;
+                self.held_changed.notify_one();
+            }
         }
         held.done.append(done);
     }
@@ -333,6 +343,7 @@ impl Shared {
     /// The settler thread's body: settle what workers handed over and did not take back in
     /// time, until every worker has ended.
     fn settle_held(&self) {
+        let mut last_seen = Instant::now();
         loop {
             let mut held = self.held.lock();
             let mut done = loop {
@@ -342,11 +353,19 @@ impl Shared {
                         break std::mem::take(&mut held.done);
                     }
                     Some(since) => {
+                        last_seen = Instant::now();
                         let left = SETTLE_AFTER.saturating_sub(since.elapsed());
                         self.held_changed.wait_for(&mut held, left);
                     }
                     None if held.closed => return,
-                    None => self.held_changed.wait(&mut held),
+                    None if last_seen.elapsed() >= SETTLER_IDLE => {
+                        held.parked = true;
+                        self.held_changed.wait(&mut held);
+                        last_seen = Instant::now();
+                    }
+                    None => {
+                        self.held_changed.wait_for(&mut held, SETTLE_AFTER);
+                    }
                 }
             };
             drop(held);
@@ -627,6 +646,19 @@ pub fn settle(py: Python<'_>, shared: &Shared, done: &mut Done) {
         deliver(py, shared, task, status, data);
         shared.settled.fetch_add(1, Ordering::Release);
     }
+}
+
+/// With the main GIL, in the middle of a claimed batch that turned out slow (a call took
+/// `BATCH_BELOW_NS` or more): settle what finished and drop the claimed calls whose awaiting
+/// side gave up on them since the claim (they never begin).
+pub fn settle_and_recheck(
+    py: Python<'_>,
+    shared: &Shared,
+    done: &mut Done,
+    claimed: &mut std::collections::VecDeque<Task>,
+) {
+    settle(py, shared, done);
+    claimed.retain(|task| task.job.still_wanted(py));
 }
 
 /// Whether the next claimed call may begin: not once the pool was aborted (Ctrl-C), not once its
