@@ -295,7 +295,8 @@ impl Child {
         }
     }
 
-    /// Read what the reply pipe holds now; false at EOF (or on an error: the pipe is done).
+    /// Read what the reply pipe holds now (or until a whole frame is here); false at EOF (or on
+    /// an error: the pipe is done).
     fn fill(&mut self) -> bool {
         let fd = self.replies.as_raw_fd();
         loop {
@@ -311,6 +312,13 @@ impl Child {
             let r = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
             if r > 0 {
                 unsafe { self.inbox.set_len(self.inbox.len() + r as usize) };
+                if self
+                    .frame_len()
+                    .is_some_and(|total| self.inbox.len() >= total)
+                {
+                    // A whole frame is here: no need for the read that would say "nothing more".
+                    return true;
+                }
                 continue;
             }
             if r == 0 {
