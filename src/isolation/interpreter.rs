@@ -17,7 +17,7 @@
 
 use super::workers::{
     crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
-    WorkerPool, BATCH_BELOW_NS, PANICKED, UNLOADABLE,
+    WorkerPool, PANICKED, RECHECK_AFTER, UNLOADABLE,
 };
 use super::Isolation;
 use crate::job::panic_message;
@@ -250,6 +250,7 @@ impl Worker<'_> {
             };
             let me = ffi::PyThread_get_thread_ident();
             let interp_state = ffi::PyThreadState_GetInterpreter(interp.sub_ts) as usize;
+            let mut last_check = Instant::now();
             ffi::PyEval_RestoreThread(interp.sub_ts);
             while let Some(task) = claimed.pop_front() {
                 shared.hand_over(&mut done);
@@ -263,19 +264,19 @@ impl Worker<'_> {
                     None => panic!("rustpool test panic inside an interpreter worker"),
                 }));
                 shared.running.lock().remove(&me);
-                let took = began.elapsed();
-                shared.timed(took);
+                shared.timed(began.elapsed());
                 let (status, data) =
                     reply.unwrap_or_else(|p| (PANICKED, panic_message(p.as_ref()).into_bytes()));
                 done.push((task, status, data));
-                if !claimed.is_empty() && took.as_nanos() >= u128::from(BATCH_BELOW_NS) {
-                    // The batch was claimed for short calls and this one was not: settle now, and
-                    // drop the claimed calls cancelled meanwhile (they never begin).
+                if !claimed.is_empty() && last_check.elapsed() >= RECHECK_AFTER {
+                    // The batch has run for a while (it was claimed for short calls): settle what
+                    // it finished, and drop the claimed calls cancelled since (they never begin).
                     ffi::PyEval_SaveThread();
                     with_main(main_ts, |py| {
                         settle_and_recheck(py, shared, &mut done, &mut claimed)
                     });
                     ffi::PyEval_RestoreThread(interp.sub_ts);
+                    last_check = Instant::now();
                 }
             }
             ffi::PyEval_SaveThread();

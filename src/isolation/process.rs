@@ -27,7 +27,7 @@
 
 use super::workers::{
     crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, BROKEN,
-    CANCELLED, CRASHED, PANICKED, TIMED_OUT, UNLOADABLE,
+    CANCELLED, CRASHED, PANICKED, RECHECK_AFTER, TIMED_OUT, UNLOADABLE,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -42,9 +42,6 @@ use std::time::{Duration, Instant};
 
 /// How long a worker thread spins on the reply pipe before it sleeps in `poll`.
 const REPLY_SPIN: Duration = Duration::from_micros(100);
-/// How long a call runs before the worker thread first looks whether the calls written behind it
-/// are still wanted (then every `CANCEL_CHECK`).
-const RECHECK_FIRST: Duration = Duration::from_millis(1);
 /// How often a worker thread waiting on a call that can be cancelled looks at its flag.
 const CANCEL_CHECK: Duration = Duration::from_millis(10);
 /// How often a worker thread looks for its child's death where there is no pidfd.
@@ -762,9 +759,9 @@ fn run_some(
         // Spin only for a lone call (a short one is then done with no wake-up); while a batch
         // runs, the cores are better left to the child and the submitter.
         // The calls written behind this one were sent as short ones: once this one has run for
-        // `RECHECK_FIRST`, look now and then (with the GIL) whether their awaiting side gave up
+        // `RECHECK_AFTER`, look now and then (with the GIL) whether their awaiting side gave up
         // on them, and take those back.
-        let mut recheck_at = (behind < later.len()).then(|| Instant::now() + RECHECK_FIRST);
+        let mut recheck_at = (behind < later.len()).then(|| Instant::now() + RECHECK_AFTER);
         let waited = loop {
             match c.wait(
                 sent == 1,

@@ -47,7 +47,11 @@ pub const REFUSED: i64 = 8;
 /// The most calls a worker claims at once from a long queue.
 pub const MAX_BATCH: usize = 16;
 /// A worker claims more than one call at a time only while the last call took less than this.
-pub const BATCH_BELOW_NS: u64 = 1_000_000;
+const BATCH_BELOW_NS: u64 = 1_000_000;
+/// A worker running a claimed batch looks again (with the main GIL) at the calls it claimed once
+/// this long has passed since it last did: a call cancelled at least this long before its turn
+/// never begins (and what the batch finished is settled on the way).
+pub const RECHECK_AFTER: Duration = Duration::from_millis(1);
 /// A result a worker hands over in the middle of a batch (`Shared::hand_over`) is settled by the
 /// pool's settler once it has waited this long for the worker to settle it itself: a result
 /// never waits for the rest of its batch.
@@ -648,9 +652,9 @@ pub fn settle(py: Python<'_>, shared: &Shared, done: &mut Done) {
     }
 }
 
-/// With the main GIL, in the middle of a claimed batch that turned out slow (a call took
-/// `BATCH_BELOW_NS` or more): settle what finished and drop the claimed calls whose awaiting
-/// side gave up on them since the claim (they never begin).
+/// With the main GIL, in the middle of a claimed batch (every `RECHECK_AFTER`): settle what
+/// finished and drop the claimed calls whose awaiting side gave up on them since the claim (they
+/// never begin).
 pub fn settle_and_recheck(
     py: Python<'_>,
     shared: &Shared,
