@@ -159,3 +159,13 @@ def fork_and_report_open_pipes(pid_file: str) -> list[str]:
     os.waitpid(child, 0)
     with open(pid_file) as f:
         return f.read().split()
+
+
+class Adder:
+    """A callable object: it crosses by value, with its state at the time of each call."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, x: int) -> int:
+        return x + self.k

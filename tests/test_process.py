@@ -591,3 +591,14 @@ def test_large_arguments_and_results_cross_whole(proc: Any) -> None:
     blobs = [os.urandom(100_000) for _ in range(40)]
     futures = [ex.submit(h.echo, b) for b in blobs]
     assert [f.result(WAIT)[0][0] for f in futures] == blobs
+
+
+def test_a_callable_object_crosses_with_its_state_at_each_call(proc: Any) -> None:
+    # Functions that pickle by name are pickled once per burst; a callable object never is.
+    ex = proc(1)
+    adder = h.Adder(1)
+    assert ex.submit(adder, 1).result(WAIT) == 2
+    adder.k = 10
+    assert ex.submit(adder, 1).result(WAIT) == 11
+    assert ex.submit(h.add, 1, 2).result(WAIT) == 3
+    assert ex.submit(h.add, 2, 2).result(WAIT) == 4

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import types
 from typing import Any, Callable
 
 from . import _worker
@@ -63,13 +64,32 @@ def _dumps(obj: object) -> bytes:
         return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
 
 
+# Plain and builtin functions that pickle by name pickle to the same bytes every time: a burst
+# of calls of one function pickles it once. (Callable objects and functions pickled by value,
+# whose bytes follow their state, are pickled for every call.)
+_BY_NAME = (types.FunctionType, types.BuiltinFunctionType)
+_FN_BYTES: dict[Any, bytes] = {}
+_FN_BYTES_MAX = 256
+
+
+def _remember(fn: Any, fn_bytes: bytes) -> None:
+    if type(fn) not in _BY_NAME or b"cloudpickle" in fn_bytes:
+        return
+    if len(_FN_BYTES) >= _FN_BYTES_MAX:
+        _FN_BYTES.clear()
+    _FN_BYTES[fn] = fn_bytes
+
+
 def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bytes:
     """A call for a worker: the pickled fn (length-prefixed), then the pickled ``(args, kwargs)``.
 
     An error keeps its type (a PicklingError stays one, so does a TypeError for a lock), with a
     note naming what could not be sent."""
     try:
-        fn_bytes = _dumps(fn)
+        fn_bytes = _FN_BYTES.get(fn) if type(fn) in _BY_NAME else None
+        if fn_bytes is None:
+            fn_bytes = _dumps(fn)
+            _remember(fn, fn_bytes)
     except (Exception, SystemExit) as e:
         e.add_note(
             f"(raised while pickling the function {_describe(fn)} to send it to an isolated worker: define "
