@@ -22,10 +22,13 @@ def _in_subinterpreter() -> bool:
     return bool(_i.get_current() != _i.get_main())
 
 
-if _in_subinterpreter():
+from typing import TYPE_CHECKING
+
+if not TYPE_CHECKING and _in_subinterpreter():
     # In a subinterpreter (a rustpool worker running the caller's __main__, say) the native core
     # must not even be tried: PyO3 modules refuse to load there, and the attempt runs their init
     # in the main interpreter. Importing rustpool still works; using a pool raises a clear error.
+    # (Type checkers take the other branch: the real API.)
     from ._in_subinterpreter import *  # noqa: F403
     from ._in_subinterpreter import __all__, __version__  # noqa: F401
 else:
