@@ -206,11 +206,7 @@ pub fn exit(py: Python<'_>, mut interrupts: u32) -> PyResult<()> {
     }
     EXITING.store(true, Ordering::SeqCst);
     // A thread that entered just before the flag was set runs on: wait for it to end too.
-    py.detach(|| {
-        while !idle() {
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    });
+    py.detach(|| wait_until(idle));
     if interrupts > 0 {
         keep_sigint_exit();
     }
@@ -244,7 +240,7 @@ fn keep_sigint_exit() {
     }
 }
 
-/// Pools whose live threads are still running Python, for the exit hook's last resort message.
+/// Pool threads still counted as live (running Python), for the exit hook's last-resort message.
 pub fn live_threads() -> usize {
     LIVE.load(Ordering::SeqCst)
 }

@@ -570,10 +570,6 @@ def _at_exit_backstop() -> None:
         _at_exit(2 if _interrupted() else 1)
 
 
-def _before_fork() -> None:
-    _rustpool._before_fork()
-
-
 def _after_fork_child() -> None:
     # None of the parent's pool threads exist here: the default pools are made again on first
     # use; executors made before the fork refuse calls with a RuntimeError naming the fork.
@@ -586,4 +582,4 @@ def _after_fork_child() -> None:
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
 atexit.register(_at_exit_backstop)
-os.register_at_fork(before=_before_fork, after_in_parent=_rustpool._after_fork_parent, after_in_child=_after_fork_child)
+os.register_at_fork(before=_rustpool._before_fork, after_in_parent=_rustpool._after_fork_parent, after_in_child=_after_fork_child)

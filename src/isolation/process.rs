@@ -111,6 +111,15 @@ struct Later {
     taken_back: bool,
 }
 
+/// The header of a frame to the child: marker, call id (u64), payload length (u32).
+fn frame_header(magic: &[u8; 4], id: u64, len: u32) -> [u8; 16] {
+    let mut head = [0u8; 16];
+    head[..4].copy_from_slice(magic);
+    head[4..12].copy_from_slice(&id.to_le_bytes());
+    head[12..].copy_from_slice(&len.to_le_bytes());
+    head
+}
+
 /// What waiting for the oldest unanswered frame gave.
 enum Wait {
     /// Its reply, checked: (status, bytes).
@@ -187,9 +196,7 @@ impl Child {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a call over 4 GiB"))?;
         let id = self.next_id;
         let mut head = Vec::with_capacity(16 + payload.len().min(ONE_WRITE));
-        head.extend_from_slice(CALL_MAGIC);
-        head.extend_from_slice(&id.to_le_bytes());
-        head.extend_from_slice(&len.to_le_bytes());
+        head.extend_from_slice(&frame_header(CALL_MAGIC, id, len));
         if payload.len() <= ONE_WRITE {
             head.extend_from_slice(payload);
             self.calls.write_all(&head)?;
@@ -204,11 +211,7 @@ impl Child {
 
     /// Take back a call written ahead (see `Later`).
     fn send_skip(&mut self, id: u64) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(16);
-        frame.extend_from_slice(SKIP_MAGIC);
-        frame.extend_from_slice(&id.to_le_bytes());
-        frame.extend_from_slice(&0u32.to_le_bytes());
-        self.calls.write_all(&frame)
+        self.calls.write_all(&frame_header(SKIP_MAGIC, id, 0))
     }
 
     /// Wait for the reply to the oldest unanswered frame: spin a little (if `spin`), then sleep
