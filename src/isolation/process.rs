@@ -26,8 +26,8 @@
 //! before either sleeps, so a short call costs no thread wake-up on either side.
 
 use super::workers::{
-    crossing, may_begin, next_calls, settle_and_claim, Done, Shared, Task, WorkerPool, BROKEN,
-    CANCELLED, CRASHED, PANICKED, RECHECK_AFTER, TIMED_OUT, UNLOADABLE,
+    crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
+    WorkerPool, BROKEN, CANCELLED, CRASHED, PANICKED, RECHECK_AFTER, TIMED_OUT, UNLOADABLE,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -596,8 +596,16 @@ fn serve(boot: &Boot, rx: &crossbeam_channel::Receiver<Task>, shared: &Shared, w
     while let Some(next) = next_calls(rx, shared, workers, done.is_empty()) {
         let mut claimed: VecDeque<Task> =
             Python::attach(|py| settle_and_claim(py, shared, &mut done, next));
+        let mut last_check = Instant::now();
         while !claimed.is_empty() {
-            shared.hand_over(&mut done);
+            if last_check.elapsed() >= RECHECK_AFTER {
+                // The batch has run for a while (it was claimed for short calls): settle what it
+                // finished, and drop the claimed calls cancelled since (they are never sent).
+                Python::attach(|py| settle_and_recheck(py, shared, &mut done, &mut claimed));
+                last_check = Instant::now();
+            } else {
+                shared.hand_over(&mut done);
+            }
             run_some(boot, shared, &mut child, &mut claimed, &mut done);
         }
     }

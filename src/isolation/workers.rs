@@ -655,7 +655,6 @@ pub fn settle(py: Python<'_>, shared: &Shared, done: &mut Done) {
 /// With the main GIL, in the middle of a claimed batch (every `RECHECK_AFTER`): settle what
 /// finished and drop the claimed calls whose awaiting side gave up on them since the claim (they
 /// never begin).
-#[cfg_attr(not(Py_3_13), allow(dead_code))]
 pub fn settle_and_recheck(
     py: Python<'_>,
     shared: &Shared,
