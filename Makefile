@@ -15,7 +15,11 @@ build:
 	@scripts/pythons.sh venv $(PY) >/dev/null
 
 demo:
-	@py=$$(scripts/pythons.sh venv $(PY)) && $$py examples/demo.py
+	@[ -n "$(PY)" ] || { echo "make demo: no CPython 3.11+ found (pyenv's ~/.pyenv/versions or python3.X on PATH)" >&2; exit 1; }
+	@echo "building rustpool for Python $(PY) (venv .venv-$(PY), release build: ~1 min on a fresh machine)..."
+	@py=$$(scripts/pythons.sh venv $(PY)) && \
+	  echo "running the demo: examples/demo.py, rustpool beside the stdlib's executors (~30 s)..." && \
+	  $$py examples/demo.py
 
 test:
 	@scripts/test-all.sh

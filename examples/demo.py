@@ -11,11 +11,12 @@ once with the standard library and once with rustpool::
     await rustpool.to_thread(blocking_io)
     await rustpool.run_cpu(cpu_bound)
 
-and prints one table: each workload's median over a few repeats, and rustpool's ratio to the
-standard-library anchor. While each workload runs, a 1 ms ticker (``asyncio.sleep(0.001)`` in a
-loop) measures how late the event loop wakes it: the "loop lag".
+and prints two tables (blocking I/O on threads, CPU work), within 100 columns: each workload's
+median over a few repeats and rustpool's ratio to the standard-library anchor. While each workload
+runs, a 1 ms ticker (``asyncio.sleep(0.001)`` in a loop) measures how late the event loop wakes it:
+the "loop lag".
 
-Honest limits, printed again under the table: run_cpu's isolation is "interpreter" on CPython
+Honest limits, printed again under the tables: run_cpu's isolation is "interpreter" on CPython
 3.13+ (subinterpreters with their own GIL) and "process" before (rustpool's own worker processes);
 both run pure-Python code in parallel, and the call and its result cross as pickle bytes. The
 machine is shared and noisy: read the ratios, not the absolute figures.
@@ -35,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import rustpool
 
@@ -179,35 +180,41 @@ def x(anchor: Result, mine: Result) -> str:
 # ---------------------------------------------------------------- the demo
 
 
-async def main() -> list[tuple[str, ...]]:
+class Tables(NamedTuple):
+    io: list[tuple[str, ...]]  # to_thread rows
+    cpu: list[tuple[str, ...]]  # run_cpu rows
+    floor: str  # loop lag p99 of gathering trivial coroutines alone
+
+
+async def main() -> Tables:
     loop = asyncio.get_running_loop()
     method = "forkserver" if sys.platform.startswith("linux") else "spawn"
     ppe = ProcessPoolExecutor(max_workers=CORES, mp_context=multiprocessing.get_context(method))
     tpe = ThreadPoolExecutor()  # the same default size as asyncio's default executor
     tpe_cpu = ThreadPoolExecutor(max_workers=CORES)
     tpe_big = ThreadPoolExecutor(max_workers=SLEEPS)
-    rp_cpu = rustpool.default_cpu_executor()
     on = lambda ex: lambda fn, *a: loop.run_in_executor(ex, fn, *a)  # noqa: E731
-    rows: list[tuple[str, ...]] = []
+    io: list[tuple[str, ...]] = []  # workload, rustpool, asyncio.to_thread, ThreadPoolExecutor, vs asyncio
+    cpu: list[tuple[str, ...]] = []  # workload, rustpool, TPE, PPE, serial, vs PPE, vs serial
+    notes: dict[str, str] = {}
 
-    def row(
-        workload: str, rp: str, aio: str = "-", tp: str = "-", pp: str = "-", ser: str = "-", ratio: str = ""
-    ) -> None:
-        rows.append((workload, rp, aio, tp, pp, ser, ratio))
+    def io_row(workload: str, rp: str, aio: str, tp: str, vs_aio: str = "") -> None:
+        io.append((workload, rp, aio, tp, vs_aio))
+
+    def cpu_row(workload: str, rp: str, tp: str, pp: str, ser: str, vs_pp: str = "", vs_ser: str = "") -> None:
+        cpu.append((workload, rp, tp, pp, ser, vs_pp, vs_ser))
 
     try:
         # 1. the cost of one call, awaited one after the other
         r = await measure(sequential(rustpool.to_thread), 7)
         a = await measure(sequential(asyncio.to_thread), 7)
         t = await measure(sequential(on(tpe)), 7)
-        row("no-op latency, sequential (per call)", us(r, SEQ_CALLS), us(a, SEQ_CALLS), us(t, SEQ_CALLS),
-            ratio=f"{x(a, r)} lower than asyncio.to_thread")
-        row("  loop lag p99 during those calls", lag(r), lag(a), lag(t))
+        io_row("no-op, sequential, per call", us(r, SEQ_CALLS), us(a, SEQ_CALLS), us(t, SEQ_CALLS), x(a, r))
+        io_row("  loop lag p99", lag(r), lag(a), lag(t))
         r = await measure(sequential(rustpool.run_cpu), 7)
         p = await measure(sequential(on(ppe)), 5)
-        row("no-op latency on the CPU pool, sequential", us(r, SEQ_CALLS), pp=us(p, SEQ_CALLS),
-            ratio=f"{x(p, r)} lower than ProcessPoolExecutor")
-        row("  loop lag p99 during those calls", lag(r), pp=lag(p))
+        cpu_row("no-op, sequential, per call", us(r, SEQ_CALLS), "-", us(p, SEQ_CALLS), "-", x(p, r))
+        cpu_row("  loop lag p99", lag(r), "-", lag(p), "-")
 
         # 2. a burst: 20,000 calls gathered at once
         args0: list[tuple[Any, ...]] = [()] * GATHER_CALLS
@@ -219,19 +226,18 @@ async def main() -> list[tuple[str, ...]]:
             return None
 
         f20 = await measure(gathered(trivial, noop, args0), 3)
-        row(f"{GATHER_CALLS:,} no-ops gathered (throughput)", rate(r20, GATHER_CALLS), rate(a20, GATHER_CALLS),
-            rate(t20, GATHER_CALLS), ratio=f"{x(a20, r20)} higher than asyncio.to_thread")
-        row("  loop lag p99 during that burst", lag(r20), lag(a20), lag(t20),
-            ratio=f"floor: {lag(f20)} (gathering {GATHER_CALLS:,} trivial coroutines, no thread)")
+        io_row(f"{GATHER_CALLS:,} no-ops gathered, calls/s", rate(r20, GATHER_CALLS), rate(a20, GATHER_CALLS),
+               rate(t20, GATHER_CALLS), x(a20, r20))
+        io_row("  loop lag p99 [d]", lag(r20), lag(a20), lag(t20))
+        notes["floor"] = lag(f20)
 
         # 3. blocking I/O: 200 calls that each wait 20 ms
         sl: list[tuple[Any, ...]] = [()] * SLEEPS
         r = await measure(gathered(rustpool.to_thread, blocking_io, sl), 5)
         a = await measure(gathered(asyncio.to_thread, blocking_io, sl), 3)
         t = await measure(gathered(on(tpe_big), blocking_io, sl), 5)
-        row(f"{SLEEPS} x time.sleep({SLEEP_S * 1e3:g} ms) gathered (wall)", ms(r), ms(a), f"{ms(t)} [c]",
-            ratio=f"{x(a, r)} faster than asyncio.to_thread [c]")
-        row("  loop lag p99 during the sleeps", lag(r), lag(a), lag(t))
+        io_row(f"{SLEEPS} x sleep({SLEEP_S * 1e3:g} ms) gathered, wall", ms(r), ms(a), f"{ms(t)} [c]", x(a, r))
+        io_row("  loop lag p99", lag(r), lag(a), lag(t))
 
         # 4. blocking I/O: read files
         with tempfile.TemporaryDirectory(prefix="rustpool-demo-") as d:
@@ -243,8 +249,7 @@ async def main() -> list[tuple[str, ...]]:
             r = await measure(gathered(rustpool.to_thread, read_file, paths), 7)
             a = await measure(gathered(asyncio.to_thread, read_file, paths), 7)
             t = await measure(gathered(on(tpe), read_file, paths), 7)
-        row(f"read {FILES} x {FILE_SIZE // 1024} KiB files gathered (wall, page cache)", ms(r), ms(a), ms(t),
-            ratio=f"{x(a, r)} faster than asyncio.to_thread")
+        io_row(f"read {FILES} x {FILE_SIZE // 1024} KiB files, wall [e]", ms(r), ms(a), ms(t), x(a, r))
 
         # 5. CPU work that releases the GIL: what isolation="thread" does run in parallel
         hj: list[tuple[Any, ...]] = [(i,) for i in range(JOBS)]
@@ -252,9 +257,8 @@ async def main() -> list[tuple[str, ...]]:
         r = await measure(gathered(rustpool.run_cpu, hash_chunk, hj), 7)
         t = await measure(gathered(on(tpe_cpu), hash_chunk, hj), 7)
         p = await measure(gathered(on(ppe), hash_chunk, hj), 7)
-        row(f"CPU, GIL-releasing: sha256 8 MiB x {JOBS} (wall) [a]", ms(r), "-", ms(t), f"{ms(p)} [b]", ms(s),
-            ratio=f"{x(p, r)} vs processes; {x(s, r)} vs serial")
-        row("  loop lag p99 during the hashing", lag(r), "-", lag(t), lag(p), lag(s))
+        cpu_row(f"sha256 8 MiB x {JOBS}, wall [a]", ms(r), ms(t), f"{ms(p)} [b]", ms(s), x(p, r), x(s, r))
+        cpu_row("  loop lag p99", lag(r), lag(t), lag(p), lag(s))
 
         # 6. pure-Python CPU work: what isolation="thread" does NOT run in parallel
         fj: list[tuple[Any, ...]] = [(FIB_N,)] * JOBS
@@ -262,67 +266,90 @@ async def main() -> list[tuple[str, ...]]:
         r = await measure(gathered(rustpool.run_cpu, fib, fj), 3)
         t = await measure(gathered(on(tpe_cpu), fib, fj), 3)
         p = await measure(gathered(on(ppe), fib, fj), 3)
-        gain = " (no gain)" if rp_cpu.isolation == "thread" else ""
-        row(f"CPU, pure Python: fib({FIB_N}) x {JOBS} (wall) [a]", ms(r), "-", ms(t), ms(p), ms(s),
-            ratio=f"{x(p, r)} vs processes; {x(s, r)} vs serial{gain}")
-        row("  loop lag p99 during fib", lag(r), "-", lag(t), lag(p), lag(s))
+        cpu_row(f"fib({FIB_N}) x {JOBS}, wall [a]", ms(r), ms(t), ms(p), ms(s), x(p, r), x(s, r))
+        cpu_row("  loop lag p99", lag(r), lag(t), lag(p), lag(s))
     finally:
         ppe.shutdown(wait=True)
         for ex in (tpe, tpe_cpu, tpe_big):
             ex.shutdown(wait=True)
-    return rows
+    return Tables(io, cpu, notes["floor"])
 
 
 ISOLATION_NOTE = {
     "thread": (
-        '[a] run_cpu runs with isolation="thread" here (CPython < 3.13): threads of this interpreter. It parallelises\n'
-        "    only work that releases the GIL (hashlib, zlib, numpy); pure-Python code gets ~1x and lags the loop\n"
-        "    like any thread pool.\n"
+        '[a] run_cpu runs with isolation="thread" here: threads of this interpreter. It parallelises only\n'
+        "    work that releases the GIL (hashlib, zlib, numpy); pure-Python code (fib) gets ~1x and lags\n"
+        "    the loop like any thread pool.\n"
     ),
     "process": (
-        '[a] run_cpu runs with isolation="process" here (CPython < 3.13): rustpool\'s own worker processes (fresh\n'
-        "    interpreters fed over pipes from Rust, one per core), so pure-Python code runs in parallel; the call and\n"
-        "    its result cross as pickle bytes. On CPython 3.13+ run_cpu uses subinterpreters with their own GIL.\n"
+        '[a] run_cpu runs with isolation="process" here (CPython < 3.13): rustpool\'s own worker processes\n'
+        "    (fresh interpreters fed over pipes from Rust, one per core), so pure-Python code runs in\n"
+        "    parallel; the call and its result cross as pickle bytes. On CPython 3.13+ run_cpu uses\n"
+        "    subinterpreters with their own GIL.\n"
     ),
     "interpreter": (
-        '[a] run_cpu runs with isolation="interpreter" here (CPython 3.13+): one subinterpreter with its own GIL per\n'
-        "    core, so pure-Python code runs in parallel; the call and its result cross as pickle bytes.\n"
+        '[a] run_cpu runs with isolation="interpreter" here (CPython 3.13+): one subinterpreter with its\n'
+        "    own GIL per core, so pure-Python code runs in parallel; the call and its result cross as\n"
+        "    pickle bytes.\n"
     ),
 }
 
 
-def show(rows: list[tuple[str, ...]], elapsed: float) -> None:
-    head = ("workload", "rustpool", "asyncio.to_thread", "ThreadPoolExec.", "ProcessPoolExec.", "serial", "rustpool ratio")
+def print_table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Column 0 left-aligned, the others right-aligned."""
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     line = "  ".join("-" * w for w in widths)
+    print(f"\n{title}")
     print(line)
     for i, r in enumerate([head, *rows]):
-        print("  ".join((c.ljust(w) if j in (0, 6) else c.rjust(w)) for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+        print("  ".join((c.ljust(w) if j == 0 else c.rjust(w)) for j, (c, w) in enumerate(zip(r, widths))).rstrip())
         if i == 0:
             print(line)
     print(line)
+
+
+def show(t: Tables, elapsed: float) -> None:
+    print_table(
+        "Blocking I/O: await rustpool.to_thread(fn) beside the standard library",
+        ("workload", "rustpool", "asyncio", "TPE", "vs asyncio"),
+        t.io,
+    )
+    print_table(
+        "CPU work: await rustpool.run_cpu(fn) beside the standard library",
+        ("workload", "rustpool", f"TPE({CORES})", f"PPE({CORES})", "serial", "vs PPE", "vs serial"),
+        t.cpu,
+    )
     print(
-        "Columns: rustpool = rustpool.to_thread for I/O rows, rustpool.run_cpu for CPU rows;\n"
-        "  asyncio.to_thread = asyncio's default executor (min(32, cores+4) threads);\n"
-        f"  ThreadPoolExec. = loop.run_in_executor(ThreadPoolExecutor()) (same default size; {CORES} workers on CPU rows);\n"
-        f"  ProcessPoolExec. = loop.run_in_executor(ProcessPoolExecutor({CORES})), warm; serial = in the loop thread.\n"
+        "rustpool = rustpool.to_thread in the I/O table, rustpool.run_cpu in the CPU table.\n"
+        "asyncio = asyncio.to_thread (the loop's default executor: min(32, cores+4) threads).\n"
+        f"TPE = loop.run_in_executor(ThreadPoolExecutor()), the same default size; TPE({CORES}): {CORES} workers.\n"
+        f"PPE({CORES}) = loop.run_in_executor(ProcessPoolExecutor({CORES})), warm; serial = in the loop's thread.\n"
+        "vs X = X's median / rustpool's: above 1.0x rustpool is faster (lower latency, higher rate).\n"
         "Loop lag = p99 of how late a 1 ms asyncio.sleep ticker woke while the workload ran.\n"
         + ISOLATION_NOTE[rustpool.default_cpu_executor().isolation]
-        + "[b] each worker process hashes its own copy of the buffer; sending 8 MiB per call to a process costs more.\n"
-        f"[c] the ThreadPoolExecutor here has {SLEEPS} workers: most of the gap to asyncio.to_thread is pool size\n"
-        f"    (asyncio's default executor runs {min(32, CORES + 4)} of the {SLEEPS} sleeps at a time here; rustpool grows to 512 threads).\n"
-        f"Total {elapsed:.1f} s. Medians of 3-7 repeats on a shared machine: compare within a row, not across runs."
+        + "[b] each worker process hashes its own copy of the buffer; sending 8 MiB per call to a\n"
+        "    process costs more.\n"
+        f"[c] this ThreadPoolExecutor has {SLEEPS} workers: most of the gap to asyncio.to_thread is pool size\n"
+        f"    (asyncio's default executor runs {min(32, CORES + 4)} of the {SLEEPS} sleeps at a time here; rustpool\n"
+        "    grows to 512 threads).\n"
+        f"[d] the floor: gathering {GATHER_CALLS:,} trivial coroutines alone (no thread) lags the loop by\n"
+        f"    {t.floor} p99.\n"
+        "[e] the files are in the page cache.\n"
+        f"Total {elapsed:.1f} s. Medians of 3-7 repeats on a shared machine: compare within a row, not\n"
+        "across runs."
     )
 
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
+    cpu_pool = rustpool.default_cpu_executor()
     print(
         f"rustpool {rustpool.__version__} demo | Python {sys.version.split()[0]} ({sys.implementation.name}) "
-        f"on {sys.platform} | {CORES} cores usable (os.cpu_count()={os.cpu_count()}) | "
-        f'run_cpu isolation="{rustpool.default_cpu_executor().isolation}", {rustpool.default_cpu_executor().max_workers} workers',
+        f"on {sys.platform}\n"
+        f"{CORES} cores usable (os.cpu_count()={os.cpu_count()}) | "
+        f'run_cpu: isolation="{cpu_pool.isolation}", {cpu_pool.max_workers} workers',
         flush=True,
     )
-    print("measuring (about 20-30 s) ...", flush=True)
+    print("measuring (about 30 s) ...", flush=True)
     table = asyncio.run(main())
     show(table, time.perf_counter() - t0)
