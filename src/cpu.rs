@@ -2,6 +2,7 @@
 //! where the Python code runs (see `isolation/`).
 
 use crate::attach::ThreadSetup;
+use crate::isolation::fallback::{announce_threads, Fallback, OnThreads};
 use crate::isolation::{self, lazy::Lazy, process, thread::ThreadIsolation, Isolation};
 use crate::job::{concurrent_job, run_on_loop, CancelWatch, Job};
 use pyo3::exceptions::PyValueError;
@@ -27,6 +28,8 @@ pub fn default_workers() -> usize {
 
 /// Options that only a process can honour: "auto" picks processes when one is given.
 struct ProcessOnly {
+    /// A multiprocessing context: only processes can be what it asks for.
+    mp_context: bool,
     max_tasks_per_child: Option<usize>,
     max_memory_per_child: Option<u64>,
     kill_on_cancel: bool,
@@ -34,7 +37,9 @@ struct ProcessOnly {
 
 impl ProcessOnly {
     fn first_given(&self) -> Option<&'static str> {
-        if self.max_tasks_per_child.is_some() {
+        if self.mp_context {
+            Some("mp_context")
+        } else if self.max_tasks_per_child.is_some() {
             Some("max_tasks_per_child")
         } else if self.max_memory_per_child.is_some() {
             Some("max_memory_per_child")
@@ -63,7 +68,7 @@ fn thread_setup(
 #[pymethods]
 impl CpuPool {
     #[new]
-    #[pyo3(signature = (max_workers=None, isolation="thread", thread_name_prefix="rustpool-cpu".to_string(), initializer=None, initargs=None, max_tasks_per_child=None, max_memory_per_child=None, kill_on_cancel=false))]
+    #[pyo3(signature = (max_workers=None, isolation="thread", thread_name_prefix="rustpool-cpu".to_string(), initializer=None, initargs=None, max_tasks_per_child=None, max_memory_per_child=None, kill_on_cancel=false, mp_context=false, fallback="warn"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -75,7 +80,10 @@ impl CpuPool {
         max_tasks_per_child: Option<usize>,
         max_memory_per_child: Option<u64>,
         kill_on_cancel: bool,
+        mp_context: bool,
+        fallback: &str,
     ) -> PyResult<Self> {
+        let on_threads = OnThreads::parse(fallback)?;
         let max_workers = max_workers.unwrap_or_else(default_workers);
         if max_workers == 0 {
             return Err(PyValueError::new_err("max_workers must be greater than 0"));
@@ -89,6 +97,7 @@ impl CpuPool {
             ));
         }
         let only = ProcessOnly {
+            mp_context,
             max_tasks_per_child,
             max_memory_per_child,
             kill_on_cancel,
@@ -105,9 +114,13 @@ impl CpuPool {
                     .call1((init.clone_ref(py), initargs.clone_ref(py), py.None()));
                 match dumped {
                     Ok(b) => pickled_init = Some(b.extract::<Vec<u8>>()?),
-                    // "auto" with an initializer that cannot cross: it runs in threads here
-                    // (unless an option asks for processes: then the pickling error stands).
-                    Err(_) if auto && only.first_given().is_none() => mode = "thread",
+                    // "auto" with an initializer that cannot cross: the pool runs on threads
+                    // here, said aloud (unless an option asks for processes, or
+                    // fallback="error": then the pickling error stands).
+                    Err(e) if auto && only.first_given().is_none() => {
+                        announce_threads(py, init.bind(py), e.value(py).as_any(), on_threads)?;
+                        mode = "thread";
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -131,16 +144,16 @@ impl CpuPool {
         ));
         let fallback_prefix = format!("{thread_name_prefix}-fallback");
         // "auto" falls back to threads for calls that cannot be pickled.
-        let thread_fallback = move |prefix: String| -> Box<dyn Isolation> {
+        let thread_fallback = move |prefix: String| -> Fallback {
             let init = init.clone();
-            Box::new(Lazy::new(move |py| {
+            let threads = Lazy::new(move |py| {
                 let setup = thread_setup(py, &init.0, &init.1, &init.2);
-                Ok(Box::new(ThreadIsolation::new(
-                    max_workers,
-                    prefix.clone(),
-                    setup,
-                )?))
-            }))
+                Ok(
+                    Box::new(ThreadIsolation::new(max_workers, prefix.clone(), setup)?)
+                        as Box<dyn Isolation>,
+                )
+            });
+            Fallback::to_threads(Box::new(threads), on_threads)
         };
         let process_options = move || process::Options {
             initializer: pickled_init.clone(),
@@ -167,16 +180,16 @@ impl CpuPool {
                     let prefix = format!("{thread_name_prefix}-process");
                     let options = process_options.clone();
                     let threads = thread_fallback.clone();
-                    let fallback: Box<dyn Isolation> = Box::new(Lazy::new(move |py| {
+                    let processes = Lazy::new(move |py| {
                         Ok(Box::new(process::start(
                             py,
                             max_workers,
                             &prefix,
                             options(),
                             Some(threads(format!("{prefix}-fallback"))),
-                        )?))
-                    }));
-                    Some(fallback)
+                        )?) as Box<dyn Isolation>)
+                    });
+                    Some(Fallback::to_workers(Box::new(processes)))
                 } else {
                     None
                 };

@@ -221,8 +221,7 @@ def cpu_executor() -> Iterator[Callable[..., rustpool.CpuExecutor]]:
     made: list[rustpool.CpuExecutor] = []
 
     def factory(*args: Any, **kwargs: Any) -> rustpool.CpuExecutor:
-        if len(args) < 2:
-            kwargs.setdefault("isolation", "thread")
+        kwargs.setdefault("isolation", "thread")
         ex = rustpool.CpuExecutor(*args, **kwargs)
         made.append(ex)
         return ex

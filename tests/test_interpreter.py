@@ -299,18 +299,21 @@ def test_an_unpicklable_callable_fails_its_future_with_the_pickle_error(
 
 
 @needs_no_cloudpickle
-def test_unpicklable_callable_runs_on_threads_under_auto(auto: Any) -> None:
+def test_unpicklable_callable_runs_on_threads_under_auto_with_a_warning(auto: Any) -> None:
     ex = auto(1)
     assert ex.isolation == "interpreter"
-    assert ex.submit(lambda: 42).result(WAIT) == 42
-    assert ex.submit(_closure()).result(WAIT) == 42
+    with pytest.warns(rustpool.ThreadFallbackWarning, match="<lambda> cannot run in an isolated worker"):
+        assert ex.submit(lambda: 42).result(WAIT) == 42
+    with pytest.warns(rustpool.ThreadFallbackWarning, match="inner_closure cannot run"):
+        assert ex.submit(_closure()).result(WAIT) == 42
     # Functions that can cross still go to the subinterpreters.
     assert ex.submit(h.interpreter_id).result(WAIT) != MAIN_ID
 
     async def main() -> Any:
         return await ex.run(lambda x: x * 2, 21)
 
-    assert asyncio.run(main()) == 42
+    with pytest.warns(rustpool.ThreadFallbackWarning, match="<lambda>"):
+        assert asyncio.run(main()) == 42
 
 
 def test_lambdas_and_closures_cross_with_cloudpickle(interp: Any) -> None:
@@ -336,9 +339,10 @@ def test_an_unpicklable_argument_fails_its_future_with_the_pickle_error(interp: 
     assert "arguments of tests.interp_helpers.echo" in excinfo.value.__notes__[-1]
 
 
-def test_unpicklable_argument_runs_on_threads_under_auto(auto: Any) -> None:
+def test_unpicklable_argument_runs_on_threads_under_auto_with_a_warning(auto: Any) -> None:
     lock = threading.Lock()
-    args, kwargs = auto(1).submit(h.echo, lock, k=lock).result(WAIT)
+    with pytest.warns(rustpool.ThreadFallbackWarning, match="interp_helpers.echo cannot run.*lock"):
+        args, kwargs = auto(1).submit(h.echo, lock, k=lock).result(WAIT)
     assert args == (lock,) and kwargs == {"k": lock}
 
 

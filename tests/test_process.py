@@ -261,9 +261,15 @@ def test_unpicklable_initializer_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
         rustpool.CpuExecutor(1, isolation="process", initializer=init)
 
 
-def test_auto_runs_an_unpicklable_initializer_on_threads(monkeypatch: pytest.MonkeyPatch, cpu_executor: Any) -> None:
+def test_auto_runs_an_unpicklable_initializer_on_threads_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, cpu_executor: Any
+) -> None:
     monkeypatch.setitem(sys.modules, "cloudpickle", None)
-    assert cpu_executor(1, isolation="auto", initializer=lambda: None).isolation == "thread"
+    with pytest.warns(rustpool.ThreadFallbackWarning, match="<lambda> cannot run in an isolated worker"):
+        assert cpu_executor(1, isolation="auto", initializer=lambda: None).isolation == "thread"
+    # fallback="error": the pickling error stands.
+    with pytest.raises(type(pickle_error(lambda: None)), match="lambda"):
+        rustpool.CpuExecutor(1, isolation="auto", initializer=lambda: None, fallback="error")
     # ...unless an option needs processes: then the initializer must cross, and cannot.
     init = lambda: None  # noqa: E731
     with pytest.raises(type(pickle_error(init)), match="lambda"):
@@ -421,13 +427,14 @@ def test_auto_is_processes_before_3_13(cpu_executor: Any) -> None:
     assert ex.submit(h.pid).result(WAIT) != os.getpid()
 
 
-def test_auto_runs_unpicklable_calls_on_threads(cpu_executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_runs_unpicklable_calls_on_threads_with_a_warning(cpu_executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
     monkeypatch.setitem(sys.modules, "cloudpickle", None)
     ex = cpu_executor(1, isolation="auto", max_tasks_per_child=100)  # processes on every version
     lock = threading.Lock()
-    assert ex.submit(lambda x: (x, os.getpid()), lock).result(WAIT) == (lock, os.getpid())
+    with pytest.warns(rustpool.ThreadFallbackWarning, match="<lambda>"):
+        assert ex.submit(lambda x: (x, os.getpid()), lock).result(WAIT) == (lock, os.getpid())
 
 
 @pytest.mark.skipif(sys.version_info < (3, 13), reason="subinterpreters need CPython 3.13+")
@@ -451,10 +458,12 @@ def test_auto_runs_calls_that_refuse_subinterpreters_in_processes(cpu_executor: 
     assert ex.submit(h.numpy_pid).result(WAIT) != os.getpid()
 
 
-def test_unguarded_main_cannot_start_workers_in_a_worker(tmp_path: Path) -> None:
-    """A script without a main guard: loading it in a worker would make its pool again (and
-    again). As with multiprocessing's spawn, that is refused, with a message saying why."""
-    script = tmp_path / "unguarded.py"
+def test_a_main_that_makes_a_pool_at_import_cannot_start_workers_in_a_worker(tmp_path: Path) -> None:
+    """A script with a main guard that still makes its pool at its top level: loading it in a
+    worker would make the pool again (and again). As with multiprocessing's spawn, that is
+    refused, with a message saying why. (A script with no guard at all is never loaded by a
+    worker: its functions cross by value, see test_by_value.py.)"""
+    script = tmp_path / "pool_at_import.py"
     script.write_text(
         textwrap.dedent(
             """
@@ -464,11 +473,13 @@ def test_unguarded_main_cannot_start_workers_in_a_worker(tmp_path: Path) -> None
                 return os.getpid()
 
             ex = rustpool.CpuExecutor(1, isolation="process")
-            try:
-                ex.submit(where).result(60)
-            except rustpool.WorkerUnsupported as e:
-                print("refused:", "__name__" in str(e))
-            ex.shutdown()
+
+            if __name__ == "__main__":
+                try:
+                    ex.submit(where).result(60)
+                except rustpool.WorkerUnsupported as e:
+                    print("refused:", "__name__" in str(e))
+                ex.shutdown()
             """
         )
     )

@@ -18,21 +18,46 @@ import math
 import os
 import sys
 import threading
+import time
 from concurrent.futures import Executor, Future
 from concurrent.futures import thread as _cf_thread
-from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Literal,
+    ParamSpec,
+    TypedDict,
+    TypeVar,
+)
 
 from . import _rustpool
-from ._crossing import RemoteTraceback, WorkerUnsupported, process_chunk, refuse_while_loading_main
+from ._crossing import (
+    RemoteTraceback,
+    ThreadFallbackWarning,
+    WorkerUnsupported,
+    process_chunk,
+    refuse_while_loading_main,
+)
 from ._errors import WorkerCrashed
 from ._rustpool import BlockingPool, CpuPool
 
 if TYPE_CHECKING:
-    from typing import ParamSpec
+    from multiprocessing.context import BaseContext
 
-    P = ParamSpec("P")
-
+P = ParamSpec("P")
 T = TypeVar("T")
+
+IsolationMode = Literal["auto", "thread", "interpreter", "process"]
+"""Where ``run_cpu`` / ``CpuExecutor`` run Python code (see ``CpuExecutor``)."""
+FallbackPolicy = Literal["warn", "error"]
+"""What ``isolation="auto"`` does with a call that cannot be isolated: run it on a thread of this
+process with a ``ThreadFallbackWarning`` (once per function), or fail it."""
 
 __version__: str = _rustpool.__version__
 __all__ = [
@@ -40,10 +65,14 @@ __all__ = [
     "DEFAULT_MAX_THREADS",
     "CallOptions",
     "CpuExecutor",
+    "FallbackPolicy",
+    "IsolationMode",
     "RemoteTraceback",
+    "Settings",
+    "ThreadExecutor",
+    "ThreadFallbackWarning",
     "WorkerCrashed",
     "WorkerUnsupported",
-    "ThreadExecutor",
     "__version__",
     "configure",
     "default_cpu_executor",
@@ -101,7 +130,7 @@ async def _amap(
     ordered: bool,
     limit: int | None,
     workers: int,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     if limit is None:
         limit = max(64, 4 * workers)
     if limit < 1:
@@ -145,14 +174,14 @@ class _PoolExecutor:
     _pool: Any
     _max_workers: int
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         f: Future[T] = Future()
         self._pool.submit(f, fn, args, kwargs)
         return f
 
     submit.__doc__ = Executor.submit.__doc__
 
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` on this pool (a ``ThreadExecutor`` runs it in a copy of
         the caller's contextvars context, as ``to_thread`` does; a ``CpuExecutor`` carries none)."""
         return await self._pool.run(fn, *args, **kwargs)
@@ -169,14 +198,15 @@ class _PoolExecutor:
         *iterables: Iterable[Any] | AsyncIterable[Any],
         ordered: bool = True,
         limit: int | None = None,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncGenerator[T, None]:
         """Async ``map``: ``async for result in pool.amap(fn, items): ...``.
 
         Pulls arguments lazily (the iterables may be async iterables) and keeps at most ``limit``
         calls in flight (default ``max(64, 4 * max_workers)``). With ``ordered=True`` results come
         in the order of the arguments, else as they complete. The first exception is raised at its
         place; leaving the loop early (break, an exception, cancellation) cancels the calls not
-        started yet."""
+        started yet (at once with ``contextlib.aclosing(pool.amap(...))``, else when the
+        generator is collected)."""
         return _amap(lambda a: self._pool.run(fn, *a), iterables, ordered, limit, self._max_workers)
 
     @property
@@ -208,8 +238,9 @@ class ThreadExecutor(_PoolExecutor, _cf_thread.ThreadPoolExecutor):
         *,
         keep_alive: float = DEFAULT_KEEP_ALIVE,
     ) -> None:
-        _check_workers(max_workers)
-        _check_initializer(initializer)
+        # The base class checks the arguments (its errors, word for word) and sets the attributes
+        # code may read (_max_workers, _thread_name_prefix, _initializer...); it starts no thread.
+        super().__init__(max_workers, thread_name_prefix, initializer, initargs)
         if max_workers is None:
             max_workers = DEFAULT_MAX_THREADS
         self._max_workers = max_workers
@@ -224,17 +255,71 @@ class ThreadExecutor(_PoolExecutor, _cf_thread.ThreadPoolExecutor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        buffersize: int | None = None,
     ) -> Iterator[T]:
-        return Executor.map(self, fn, *iterables, timeout=timeout, chunksize=chunksize)
+        """``Executor.map``, with Python 3.14's ``buffersize``: at most that many calls are
+        submitted ahead of the result being read (the iterables are then read lazily).
+        ``chunksize`` is ignored, as by ``ThreadPoolExecutor``."""
+        _check_buffersize(buffersize)
+        return _results(self.submit, fn, zip(*iterables), timeout, buffersize)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+        self._pool.shutdown(wait, cancel_futures)
+
+    shutdown.__doc__ = Executor.shutdown.__doc__
 
     @property
     def keep_alive(self) -> float:
         return float(self._pool.keep_alive)
 
 
-def _chunks(chunksize: int, iterables: tuple[Iterable[Any], ...]) -> Iterator[list[tuple[Any, ...]]]:
-    it = zip(*iterables)
-    while chunk := list(itertools.islice(it, chunksize)):
+def _check_buffersize(buffersize: int | None) -> None:
+    if buffersize is None:
+        return
+    if not isinstance(buffersize, int) or isinstance(buffersize, bool):
+        raise TypeError("buffersize must be an integer or None")
+    if buffersize < 1:
+        raise ValueError("buffersize must be None or > 0")
+
+
+def _results(
+    submit: Callable[..., Future[Any]],
+    fn: Callable[..., T],
+    calls: Iterator[tuple[Any, ...]],
+    timeout: float | None,
+    buffersize: int | None,
+) -> Iterator[T]:
+    """``Executor.map``'s contract over ``submit`` (3.14's, ``buffersize`` included): the calls
+    are submitted now (the first ``buffersize`` of them, then one more per result read), results
+    come in order, ``timeout`` counts from this call, and the calls not read are cancelled when
+    the iterator is closed or collected."""
+    end = None if timeout is None else time.monotonic() + timeout
+    ahead = calls if buffersize is None else itertools.islice(calls, buffersize)
+    fs = collections.deque(submit(fn, *args) for args in ahead)
+
+    def results() -> Iterator[T]:
+        try:
+            while fs:
+                if buffersize is not None and (args := next(calls, None)) is not None:
+                    fs.append(submit(fn, *args))
+                yield _result_or_cancel(fs.popleft(), None if end is None else end - time.monotonic())
+        finally:
+            for f in fs:
+                f.cancel()
+
+    return results()
+
+
+def _result_or_cancel(f: Future[T], timeout: float | None) -> T:
+    try:
+        return f.result(timeout)
+    finally:
+        f.cancel()  # past its timeout: the call is not wanted any more (no-op once done)
+
+
+def _chunks(chunksize: int, calls: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    while chunk := list(itertools.islice(calls, chunksize)):
         yield chunk
 
 
@@ -261,8 +346,20 @@ class CpuExecutor(_PoolExecutor, Executor):
       (hashlib, zlib, numpy, Rust extensions); no pickling, any callable.
     - ``"auto"`` (default): ``"interpreter"`` on 3.13+, ``"process"`` before (and whenever an
       option only processes have is given). Under ``"auto"`` a call runs in the best mode that can
-      take it: one that refuses subinterpreters (or has a timeout) in a process, one that cannot
-      be pickled on a thread; the choice is remembered per function.
+      take it: one that refuses subinterpreters (or has a timeout) in a process; one that cannot
+      be isolated at all (it or its arguments cannot be pickled, even by value) on a thread of
+      this process, said with a ``ThreadFallbackWarning`` once per function, or refused with
+      its error under ``fallback="error"``. The choice is remembered per function.
+
+    Functions that no worker can import by name (lambdas, closures, and what a ``__main__``
+    without a file or without an ``if __name__ == "__main__":`` guard defines: ``python -c``,
+    stdin, the REPL, notebooks) cross by value (cloudpickle); workers never run such a
+    ``__main__`` again.
+
+    The arguments before ``*`` are ``ProcessPoolExecutor``'s. ``mp_context`` (a multiprocessing
+    context) is accepted and asks for worker processes; rustpool starts them fresh (never a
+    fork of this process, whatever the context's start method), so functions and arguments
+    always cross as pickles, as with "spawn" and "forkserver".
 
     Process-only options: ``initializer``/``initargs`` run in each new worker process (a failing
     initializer breaks the pool, as with ProcessPoolExecutor); ``max_tasks_per_child`` and
@@ -274,17 +371,23 @@ class CpuExecutor(_PoolExecutor, Executor):
     def __init__(
         self,
         max_workers: int | None = None,
-        isolation: str = "auto",
-        *,
+        mp_context: BaseContext | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
-        thread_name_prefix: str = "",
+        *,
         max_tasks_per_child: int | None = None,
+        isolation: IsolationMode = "auto",
+        fallback: FallbackPolicy = "warn",
+        thread_name_prefix: str = "",
         max_memory_per_child: int | None = None,
         kill_on_cancel: bool = False,
     ) -> None:
         _check_workers(max_workers)
         _check_initializer(initializer)
+        if mp_context is not None and not callable(getattr(mp_context, "get_start_method", None)):
+            raise TypeError(
+                f"mp_context must be a multiprocessing context (multiprocessing.get_context()), not {mp_context!r}"
+            )
         refuse_while_loading_main()
         prefix = thread_name_prefix or f"CpuExecutor-{next(_counter)}"
         self._pool = CpuPool(
@@ -296,21 +399,32 @@ class CpuExecutor(_PoolExecutor, Executor):
             max_tasks_per_child,
             max_memory_per_child,
             kill_on_cancel,
+            mp_context is not None,
+            fallback,
         )
+        # ProcessPoolExecutor's attributes, for code that reads them.
         self._max_workers = self._pool.max_workers
+        self._mp_context = mp_context
+        self._initializer = initializer
+        self._initargs = initargs
+        self._max_tasks_per_child = max_tasks_per_child
 
-    def map(
+    def map(  # type: ignore[override]
         self,
         fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
-        chunksize: int | str = "auto",
+        chunksize: int | Literal["auto"] = "auto",
+        buffersize: int | None = None,
     ) -> Iterator[T]:
         """``Executor.map``, sending the calls in batches of ``chunksize`` as ProcessPoolExecutor
         does. ``"auto"`` (default) makes about four batches per worker (``multiprocessing.Pool``'s
-        rule) in the isolated modes, and one call per batch in ``"thread"`` mode. As with
-        ProcessPoolExecutor, an exception is raised when its batch's turn comes."""
-        return self._map(self.submit, fn, iterables, timeout, chunksize)
+        rule) in the isolated modes, and one call per batch in ``"thread"`` mode (and where the
+        number of calls is not known without reading the iterables while ``buffersize`` asks to
+        read them lazily). ``buffersize`` (Python 3.14's): at most that many batches are submitted
+        ahead of the results read. As with ProcessPoolExecutor, an exception is raised when its
+        batch's turn comes."""
+        return self._map(self.submit, fn, iterables, timeout, chunksize, buffersize)
 
     def _map(
         self,
@@ -318,23 +432,30 @@ class CpuExecutor(_PoolExecutor, Executor):
         fn: Callable[..., T],
         iterables: tuple[Iterable[Any], ...],
         timeout: float | None,
-        chunksize: int | str,
+        chunksize: int | Literal["auto"],
+        buffersize: int | None,
     ) -> Iterator[T]:
+        _check_buffersize(buffersize)
         if chunksize == "auto":
             if self.isolation == "thread":
                 chunksize = 1
+            elif iterables and all(hasattr(it, "__len__") for it in iterables):
+                chunksize = _auto_chunksize(min(len(it) for it in iterables), self._max_workers)  # type: ignore[arg-type]
+            elif buffersize is not None:
+                chunksize = 1
             else:
-                calls = list(zip(*iterables))
-                chunksize = _auto_chunksize(len(calls), self._max_workers)
-                iterables = tuple(zip(*calls)) if calls else ((),)
+                listed = list(zip(*iterables))
+                chunksize = _auto_chunksize(len(listed), self._max_workers)
+                iterables = tuple(zip(*listed)) if listed else ((),)
         elif not isinstance(chunksize, int) or isinstance(chunksize, bool):
             raise TypeError(f'chunksize must be an int or "auto", not {chunksize!r}')
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        calls = zip(*iterables)
         if chunksize == 1:
-            return _Submitter(submit).map(fn, *iterables, timeout=timeout)
-        batches = _Submitter(submit).map(process_chunk, itertools.repeat(fn), _chunks(chunksize, iterables), timeout=timeout)
-        return itertools.chain.from_iterable(batches)
+            return _results(submit, fn, calls, timeout, buffersize)
+        batches = ((fn, chunk) for chunk in _chunks(chunksize, calls))
+        return itertools.chain.from_iterable(_results(submit, process_chunk, batches, timeout, buffersize))
 
     def options(self, *, timeout: float | None = None) -> CallOptions:
         """This pool with per-call options: ``pool.options(timeout=5).submit(fn, x)``.
@@ -354,13 +475,6 @@ class CpuExecutor(_PoolExecutor, Executor):
         return f" isolation={self.isolation!r}"
 
 
-class _Submitter(Executor):
-    """``Executor.map`` over another submit function."""
-
-    def __init__(self, submit: Callable[..., Future[Any]]) -> None:
-        self.submit = submit  # type: ignore[method-assign]
-
-
 class CallOptions:
     """A ``CpuExecutor`` with per-call options (made by ``CpuExecutor.options``): ``submit``,
     ``map``, ``run`` and ``amap`` as the executor's, each call with the options."""
@@ -372,7 +486,7 @@ class CallOptions:
         if timeout is not None:
             executor._pool.check_timeout(timeout)
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         f: Future[T] = Future()
         self._executor._pool.submit(f, fn, args, kwargs, self._timeout)
         return f
@@ -382,13 +496,14 @@ class CallOptions:
         fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
-        chunksize: int | str = 1,
+        chunksize: int | Literal["auto"] = 1,
+        buffersize: int | None = None,
     ) -> Iterator[T]:
         """``CpuExecutor.map`` with the options; one call per batch by default, so that the
         per-call timeout applies to each call (a batch's timeout covers the whole batch)."""
-        return self._executor._map(self.submit, fn, iterables, timeout, chunksize)
+        return self._executor._map(self.submit, fn, iterables, timeout, chunksize, buffersize)
 
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._executor._pool.run_timed(self._timeout, fn, args, kwargs)  # type: ignore[no-any-return]
 
     def amap(
@@ -398,7 +513,7 @@ class CallOptions:
         *iterables: Iterable[Any] | AsyncIterable[Any],
         ordered: bool = True,
         limit: int | None = None,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncGenerator[T, None]:
         pool, timeout = self._executor._pool, self._timeout
         return _amap(lambda a: pool.run_timed(timeout, fn, a), iterables, ordered, limit, self._executor.max_workers)
 
@@ -412,17 +527,30 @@ _default_thread: ThreadExecutor | None = None
 _default_cpu: CpuExecutor | None = None
 _thread_rs: BlockingPool | None = None
 _cpu_rs: CpuPool | None = None
-_settings: dict[str, Any] = {
+
+
+class Settings(TypedDict):
+    """The default pools' settings (``settings()``; ``configure`` takes each as a keyword)."""
+
+    max_threads: int | None
+    keep_alive: float
+    cpu_workers: int | None
+    isolation: IsolationMode
+    fallback: FallbackPolicy
+
+
+_settings: Settings = {
     "max_threads": None,
     "keep_alive": DEFAULT_KEEP_ALIVE,
     "cpu_workers": None,
     "isolation": "auto",
+    "fallback": "warn",
 }
 
 
-def settings() -> dict[str, Any]:
+def settings() -> Settings:
     """The default pools' settings (what ``configure`` takes): ``configure(**settings())`` is a no-op."""
-    return dict(_settings)
+    return _settings.copy()
 
 
 def default_thread_executor() -> ThreadExecutor:
@@ -443,7 +571,10 @@ def default_cpu_executor() -> CpuExecutor:
     with _lock:
         if _default_cpu is None:
             _default_cpu = CpuExecutor(
-                _settings["cpu_workers"], _settings["isolation"], thread_name_prefix="rustpool-run_cpu"
+                _settings["cpu_workers"],
+                isolation=_settings["isolation"],
+                fallback=_settings["fallback"],
+                thread_name_prefix="rustpool-run_cpu",
             )
             _cpu_rs = _default_cpu._pool
         return _default_cpu
@@ -457,26 +588,32 @@ def configure(
     max_threads: int | None = _UNSET,
     keep_alive: float = _UNSET,
     cpu_workers: int | None = _UNSET,
-    isolation: str = _UNSET,
+    isolation: IsolationMode = _UNSET,
+    fallback: FallbackPolicy = _UNSET,
 ) -> None:
     """Set up the default pools behind ``to_thread`` and ``run_cpu``.
 
     Only the settings named change. A default pool that already exists is replaced: the old one
     stops taking work and is shut down without waiting (calls it already has still complete).
+    ``fallback`` is ``CpuExecutor``'s: ``"error"`` refuses to run a call that cannot be
+    isolated on a thread of this process.
     """
     global _default_thread, _default_cpu, _thread_rs, _cpu_rs
-    new = dict(_settings)
+    new = _settings.copy()
     for key, value in (
         ("max_threads", max_threads),
         ("keep_alive", keep_alive),
         ("cpu_workers", cpu_workers),
         ("isolation", isolation),
+        ("fallback", fallback),
     ):
         if value is not _UNSET:
-            new[key] = value
+            new[key] = value  # type: ignore[literal-required]
     _check_workers(new["max_threads"])
     _check_workers(new["cpu_workers"])
     _rustpool.resolve_isolation(new["isolation"])  # ValueError for unknown or unavailable modes
+    if new["fallback"] not in ("warn", "error"):
+        raise ValueError(f"fallback must be one of ['warn', 'error'], not {new['fallback']!r}")
     if not (math.isfinite(new["keep_alive"]) and new["keep_alive"] >= 0):
         raise ValueError("keep_alive must be a finite number of seconds >= 0")
     with _lock:
@@ -484,7 +621,11 @@ def configure(
         if (new["max_threads"], new["keep_alive"]) != (_settings["max_threads"], _settings["keep_alive"]):
             old.append(_default_thread)
             _default_thread = _thread_rs = None
-        if (new["cpu_workers"], new["isolation"]) != (_settings["cpu_workers"], _settings["isolation"]):
+        if (new["cpu_workers"], new["isolation"], new["fallback"]) != (
+            _settings["cpu_workers"],
+            _settings["isolation"],
+            _settings["fallback"],
+        ):
             old.append(_default_cpu)
             _default_cpu = _cpu_rs = None
         _settings.update(new)

@@ -1,8 +1,11 @@
 """What crosses into an isolated worker (a subinterpreter or a process), as bytes: the main side.
 
-``dumps_call`` pickles a call with protocol 5 (cloudpickle for lambdas and closures when it is
-installed): the function and its ``(args, kwargs)`` as two pickles, so that the worker can tell
-which of them failed to load. ``decode`` turns a worker's reply back into a result or an
+``dumps_call`` pickles a call with protocol 5: the function and its ``(args, kwargs)`` as two
+pickles, so that the worker can tell which of them failed to load. Functions that a worker can
+import travel by name; those it cannot (lambdas, closures, and everything of a ``__main__`` that
+no worker may load: ``python -c``, stdin, the REPL, a notebook, a script without a main guard)
+travel by value, with cloudpickle. A worker never runs such a ``__main__``: it would run the
+caller's program again. ``decode`` turns a worker's reply back into a result or an
 exception. The worker side is ``rustpool._worker`` (a module of its own, stdlib only); the reply
 statuses are its own (0 result, 1 raised, 2 fn unloadable) plus those the Rust core adds for calls
 that got no reply: 4 = the worker process died (or sent a malformed reply: it is killed), 5 = the
@@ -20,6 +23,7 @@ import os
 import pickle
 import sys
 import types
+import warnings
 from typing import Any, Callable
 
 from . import _worker
@@ -53,12 +57,21 @@ def process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[
 
 def _dumps(obj: object) -> bytes:
     """Pickle protocol 5, then cloudpickle (lambdas, closures) when installed; raises the error of
-    the last one tried."""
+    the last one tried. Where workers cannot load the caller's ``__main__``, cloudpickle first:
+    it pickles what ``__main__`` defines by value (plain pickle would name it, and the worker
+    would not find it)."""
+    if _main_by_value():
+        try:
+            import cloudpickle  # type: ignore[import-not-found]
+        except ImportError:
+            pass
+        else:
+            return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
     try:
         return pickle.dumps(obj, 5)
     except (Exception, SystemExit) as first:  # PicklingError, AttributeError (local objects), TypeError
         try:
-            import cloudpickle  # type: ignore[import-not-found]
+            import cloudpickle
         except ImportError:
             raise first from None
         return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
@@ -157,20 +170,134 @@ def decode(status: int, data: bytes, fn: object = None, mode: str = "interpreter
 
 def main_info() -> tuple[str, str]:
     """How a worker can load the caller's ``__main__`` (as multiprocessing's spawn does):
-    (module name to run, or "") and (file path to run, or "").
+    (module name to run, or "") and (file path to run, or ""); both empty when no worker may
+    load it (see ``_loadable_main``): what it defines then crosses by value.
 
     Also lets objects of ``__main__`` classes made in a worker (pickled as ``__mp_main__.X``)
     come back, as multiprocessing does."""
     main = sys.modules.get("__main__")
     if main is not None:
         sys.modules.setdefault("__mp_main__", main)
+    return _loadable_main(main)
+
+
+def _main_by_value() -> bool:
+    return _loadable_main(sys.modules.get("__main__")) == ("", "")
+
+
+# The last answer of _loadable_main: (the __main__ module, its file's mtime) -> the answer.
+_main_seen: tuple[object, float | None, tuple[str, str]] | None = None
+
+
+def _loadable_main(main: object) -> tuple[str, str]:
+    """(module name, or "") and (file path, or "") by which a worker may run ``main``: a file
+    (or a module run with ``-m``) with an ``if __name__ == "__main__":`` guard. Without one,
+    running it again would run the caller's program again in every worker (its top level, and
+    the pools it starts); without a file (``-c``, stdin, the REPL, a notebook) there is nothing
+    to run."""
+    global _main_seen
     spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name not in ("__main__", "__mp_main__"):
-        return spec.name, ""
-    path = getattr(main, "__file__", None)
-    if path and os.path.exists(path):
-        return "", os.path.abspath(path)
-    return "", ""
+    name = spec.name if spec is not None and spec.name not in ("__main__", "__mp_main__") else ""
+    path = getattr(spec, "origin", None) if name else getattr(main, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return "", ""
+    try:
+        mtime: float | None = os.stat(path).st_mtime
+    except OSError:
+        mtime = None
+    seen = _main_seen
+    if seen is not None and seen[0] is main and seen[1] == mtime:
+        return seen[2]
+    answer = (name, "" if name else os.path.abspath(path)) if _has_main_guard(path) else ("", "")
+    _main_seen = (main, mtime, answer)
+    return answer
+
+
+def _has_main_guard(path: str) -> bool:
+    """Whether the source at ``path`` has, at its top level, ``if __name__ == "__main__":``."""
+    import ast
+
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+            continue
+        test = node.test
+        if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+            continue
+        sides = [test.left, test.comparators[0]]
+        names = [s.id for s in sides if isinstance(s, ast.Name)]
+        consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+        if names == ["__name__"] and consts == ["__main__"]:
+            return True
+    return False
+
+
+class ThreadFallbackWarning(RuntimeWarning):
+    """A call under ``isolation="auto"`` runs on a thread of this process, where pure-Python code
+    does not run in parallel, because it cannot be isolated (it cannot be pickled, or no worker
+    can load it). Said once per function; ``fallback="error"`` (or a warnings filter) makes it an
+    error."""
+
+
+# Functions already announced (their code objects; or their names, for other callables).
+_announced: set[object] = set()
+
+
+def thread_fallback(fn: object, why: BaseException | str, strict: bool) -> None:
+    """``isolation="auto"`` is about to run ``fn`` on a thread of this process, because of
+    ``why`` (the error that kept the call from crossing, or a worker's message): warn, the first
+    time for ``fn``; under ``strict`` (``fallback="error"``), raise the error the call fails with
+    instead. Called by the pools (``src/isolation/fallback.rs``)."""
+    if strict:
+        if isinstance(why, BaseException):
+            why.add_note(
+                f'(isolation="auto" with fallback="error": {_describe(fn)} cannot be isolated, and '
+                "is not run on a thread of this process instead)"
+            )
+            raise why
+        raise WorkerUnsupported(
+            f'{_describe(fn)} cannot be loaded in a worker process: {why} (isolation="auto" with '
+            'fallback="error": it is not run on a thread of this process instead)'
+        )
+    key = getattr(fn, "__code__", None) or _describe(fn)
+    if key in _announced:
+        return
+    if isinstance(why, BaseException):
+        notes = [n for n in getattr(why, "__notes__", ()) if isinstance(n, str)]
+        reason = f"{type(why).__name__}: {why}" + (f" {notes[-1]}" if notes else "")
+        fix = (
+            "Pass only what pickles (locks, sockets, open files and generators do not): "
+            "define the function at module level and give it its data as arguments"
+        )
+    else:
+        reason = why.strip().splitlines()[0] if why.strip() else "it could not be loaded"
+        fix = "Make it importable by the workers: define it in a module on the caller's sys.path"
+    warnings.warn(
+        ThreadFallbackWarning(
+            f"{_describe(fn)} cannot run in an isolated worker, so isolation=\"auto\" runs it on a "
+            f"thread of this process, where pure-Python code does not run in parallel. Why: "
+            f"{reason[:500]}. {fix}; or choose isolation=\"thread\" (no warning); "
+            "fallback=\"error\" makes this an error."
+        ),
+        stacklevel=_callers_level(),
+    )
+    _announced.add(key)
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the first frame outside rustpool: the warning points at the user's
+    line."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)  # thread_fallback's, level 1 of its warnings.warn
+    level = 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def refuse_while_loading_main() -> None:

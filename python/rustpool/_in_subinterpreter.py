@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from ._crossing import RemoteTraceback, WorkerUnsupported
+from ._crossing import RemoteTraceback, ThreadFallbackWarning, WorkerUnsupported
 
 __all__ = [
     "CallOptions",
     "CpuExecutor",
+    "FallbackPolicy",
+    "IsolationMode",
     "RemoteTraceback",
+    "Settings",
     "ThreadExecutor",
+    "ThreadFallbackWarning",
     "WorkerCrashed",
     "WorkerUnsupported",
     "__version__",
@@ -52,5 +56,9 @@ class CpuExecutor(ThreadExecutor):
 class CallOptions(ThreadExecutor):
     pass
 
+
+# Type aliases and the settings' type, as names only (nothing here takes them).
+IsolationMode = FallbackPolicy = str
+Settings = dict
 
 to_thread = run_cpu = configure = settings = default_thread_executor = default_cpu_executor = _unavailable

@@ -108,6 +108,45 @@ def teardown() -> None:
         del info._track_dummy_thread_ref
 
 
+def _dumps(obj: object) -> bytes:
+    """Pickle protocol 5; cloudpickle when that fails and the caller's environment has it: an
+    object of a class that came by value (defined in a ``__main__`` no worker may load) names a
+    class this worker cannot look up, and goes back by value too (cloudpickle's class tracker
+    turns it back into the caller's own class)."""
+    try:
+        return pickle.dumps(obj, 5)
+    except Exception as first:
+        try:
+            import cloudpickle  # type: ignore[import-not-found]
+
+            return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
+        except Exception:
+            raise first from None
+
+
+# Functions by their pickled bytes: a burst of calls of one function unpickles it once (and one
+# that came by value keeps its globals from call to call in this worker, as an imported one does).
+_FNS: dict[bytes, Any] = {}
+_FNS_MAX = 64
+_FN_CACHED_UP_TO = 1 << 16  # bytes
+
+
+def _load_fn(data: memoryview) -> Any:
+    if len(data) > _FN_CACHED_UP_TO:
+        return _loads(data)
+    key = data.tobytes()
+    fn = _FNS.get(key)
+    if fn is None:
+        fn = _loads(data)
+        # Only functions: a callable object unpickles afresh for every call, as with the stdlib
+        # (what one call does to it is not seen by the next).
+        if type(fn).__name__ in ("function", "builtin_function_or_method"):
+            if len(_FNS) >= _FNS_MAX:
+                _FNS.clear()
+            _FNS[key] = fn
+    return fn
+
+
 def _loads(data: bytes | memoryview) -> Any:
     try:
         return pickle.loads(data)
@@ -135,7 +174,7 @@ def _raised(e: BaseException) -> tuple[int, bytes]:
 
     tb = "".join(traceback.format_exception(e))
     try:
-        data = pickle.dumps((e, tb), 5)
+        data = _dumps((e, tb))
         pickle.loads(data)  # it must also rebuild on the other side
         return RAISED, data
     except BaseException as pe:
@@ -165,7 +204,7 @@ def run(payload: bytes) -> tuple[int, bytes]:
     """Run one call; ``(status, bytes)`` as the module docstring says."""
     fn_bytes, args_bytes = split(payload)
     try:
-        fn = _loads(fn_bytes)
+        fn = _load_fn(fn_bytes)
     except BaseException as e:
         return UNLOADABLE, _reason(e)
     try:
@@ -183,7 +222,7 @@ def run(payload: bytes) -> tuple[int, bytes]:
             return REFUSED, _reason(e)
         return _raised(e)
     try:
-        return OK, pickle.dumps(result, 5)
+        return OK, _dumps(result)
     except BaseException as e:
         what = f"{type(result).__module__}.{type(result).__qualname__}"
         return _raised(

@@ -19,7 +19,6 @@ use super::workers::{
     crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
     WorkerPool, PANICKED, RECHECK_AFTER, UNLOADABLE,
 };
-use super::Isolation;
 use crate::job::panic_message;
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
@@ -57,7 +56,7 @@ pub fn start(
     py: Python<'_>,
     workers: usize,
     name_prefix: &str,
-    fallback: Option<Box<dyn Isolation>>,
+    fallback: Option<super::fallback::Fallback>,
 ) -> PyResult<WorkerPool> {
     let version = py.version_info();
     if (version.major, version.minor) < (3, 13) {

@@ -1,6 +1,7 @@
 //! Isolation modes of the CPU pool. Each mode is one `Isolation`: it takes jobs and runs them
 //! where its mode says: threads of this interpreter, subinterpreters (3.13+), or processes.
 
+pub mod fallback;
 #[cfg(Py_3_13)]
 pub mod interpreter;
 pub mod lazy;

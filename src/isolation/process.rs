@@ -549,7 +549,7 @@ pub fn start(
     workers: usize,
     name_prefix: &str,
     options: Options,
-    fallback: Option<Box<dyn super::Isolation>>,
+    fallback: Option<super::fallback::Fallback>,
 ) -> PyResult<WorkerPool> {
     let init = options
         .initializer

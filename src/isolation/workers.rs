@@ -5,6 +5,7 @@
 //! fails on its future, as with the stdlib; `submit` raises only for the pool's state (shut down,
 //! broken).
 
+use super::fallback::Fallback;
 use super::{broken_error, Isolation};
 use crate::handoff::Handoff;
 use crate::job::{panic_error, Job};
@@ -14,7 +15,7 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -74,7 +75,7 @@ pub struct Task {
 pub struct Shared {
     /// "interpreter" or "process": where calls run (error messages name it).
     pub mode: &'static str,
-    pub fallback: Option<Box<dyn Isolation>>,
+    pub fallback: Option<Fallback>,
     /// Set once when the pool cannot run calls any more (a worker initializer failed): every
     /// call then fails with `BrokenProcessPool` and this message.
     pub broken: OnceLock<String>,
@@ -191,6 +192,7 @@ impl Isolation for WorkerPool {
                         kwargs,
                     ))
                 });
+                let func = call.func.clone_ref(py);
                 match (encoded, &self.shared.fallback) {
                     (Ok(bytes), _) => {
                         let bytes = bytes.cast_into::<PyBytes>()?;
@@ -204,8 +206,17 @@ impl Isolation for WorkerPool {
                         }
                         Some(bytes.as_bytes().to_vec())
                     }
-                    // "auto": a call that cannot cross runs in the next mode instead.
-                    (Err(_), Some(fallback)) => return fallback.submit(py, job),
+                    // "auto": a call that cannot cross runs in the next mode instead (said
+                    // aloud, or refused, when that is a thread of this process).
+                    (Err(e), Some(fallback)) => {
+                        return match fallback.admits(py, &func, e.value(py).as_any()) {
+                            Ok(()) => fallback.submit(py, job),
+                            Err(e) => {
+                                job.fail(py, e);
+                                Ok(())
+                            }
+                        };
+                    }
                     // As the stdlib: an error of the call itself (it cannot be pickled) is the
                     // call's outcome, on its future; only the pool's state is raised here.
                     (Err(e), None) => {
@@ -468,13 +479,17 @@ pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: V
     }
     if status == UNLOADABLE {
         if let (Some(fallback), Some(func)) = (&shared.fallback, &func) {
-            if let Some(key) = func_key(py, func) {
-                shared.refused.lock().insert(key);
+            let why = PyString::new(py, &String::from_utf8_lossy(&data));
+            // Under fallback="error" the call fails as it would without a fallback.
+            if fallback.admits(py, func, why.as_any()).is_ok() {
+                if let Some(key) = func_key(py, func) {
+                    shared.refused.lock().insert(key);
+                }
+                // Already claimed: the fallback runs it without claiming again (and settles it
+                // with the error if it cannot take it any more).
+                let _ = fallback.submit(py, job);
+                return;
             }
-            // Already claimed: the fallback runs it without claiming again (and settles it with
-            // the error if it cannot take it any more).
-            let _ = fallback.submit(py, job);
-            return;
         }
     }
     let decoded = crossing(py).and_then(|c| {
@@ -497,7 +512,7 @@ impl WorkerPool {
         mode: &'static str,
         workers: usize,
         name_prefix: &str,
-        fallback: Option<Box<dyn Isolation>>,
+        fallback: Option<Fallback>,
         body: impl Fn(usize, Receiver<Task>, Arc<Shared>) + Send + Sync + Clone + 'static,
     ) -> PyResult<Self> {
         let (tx, rx) = crossbeam_channel::unbounded::<Task>();
