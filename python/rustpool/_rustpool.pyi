@@ -1,15 +1,37 @@
-"""Types of rustpool's native core (``src/``). The public API is in ``rustpool/__init__.py``."""
+"""Types of rustpool's native core (``src/``). The public API is in ``rustpool/__init__.py``.
+
+Checked against the built module by ``python -m mypy.stubtest rustpool._rustpool`` (``make lint``,
+tests/test_typing.py); what stubtest cannot express is in ``stubtest-allowlist.txt``."""
 
 import asyncio
 from concurrent.futures import Future
-from typing import Any, Callable, Final, TypeVar
+from typing import Any, Callable, Final, ParamSpec, TypeVar, final
 
-T = TypeVar("T")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+__all__ = [
+    "__version__",
+    "DEFAULT_MAX_THREADS",
+    "DEFAULT_CPU_WORKERS",
+    "BlockingPool",
+    "CpuPool",
+    "Drain",
+    "resolve_isolation",
+    "_exit",
+    "_live_threads",
+    "_before_fork",
+    "_after_fork_parent",
+    "_after_fork_child",
+]
 
 __version__: Final[str]
 DEFAULT_MAX_THREADS: Final[int]
 DEFAULT_CPU_WORKERS: Final[int]
 
+# PyO3 classes: not subclassable (hence @final).
+
+@final
 class BlockingPool:
     """The elastic blocking pool: tokio's blocking threads, made on demand, let go when idle."""
 
@@ -17,14 +39,14 @@ class BlockingPool:
         cls,
         max_threads: int = 512,
         keep_alive: float = 10.0,
-        thread_name_prefix: str = "rustpool-thread",
+        thread_name_prefix: str = ...,  # "rustpool-thread" (PyO3 shows a computed default as ...)
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] | None = None,
     ) -> BlockingPool: ...
-    def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+    def run(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> asyncio.Future[_T]:
         """Run in a copy of the caller's context; a future of the running loop."""
     def submit(
-        self, future: Future[T], func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+        self, future: Future[_T], func: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
     ) -> None:
         """Run and settle ``future`` (a ``concurrent.futures.Future``)."""
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
@@ -46,38 +68,52 @@ class BlockingPool:
     def _submit_panicking(self, future: Future[Any]) -> None:
         """Test hook: a job whose Rust side panics."""
 
+@final
 class CpuPool:
-    """The bounded CPU pool; ``isolation`` picks where the code runs (``"auto"`` is resolved)."""
+    """The bounded CPU pool; ``isolation`` picks where the code runs (``"auto"`` is resolved).
+
+    ``mp_context``: whether a multiprocessing context was given (it asks for worker processes);
+    ``fallback``: ``"warn"`` or ``"error"``, what ``"auto"`` does with a call it cannot isolate."""
 
     def __new__(
         cls,
         max_workers: int | None = None,
-        isolation: str = "auto",
-        thread_name_prefix: str = "rustpool-cpu",
+        isolation: str = "thread",
+        thread_name_prefix: str = ...,  # "rustpool-cpu" (PyO3 shows a computed default as ...)
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] | None = None,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
         kill_on_cancel: bool = False,
+        mp_context: bool = False,
+        fallback: str = "warn",
     ) -> CpuPool: ...
-    def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]: ...
+    def run(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> asyncio.Future[_T]: ...
     def run_timed(
-        self, timeout: float | None, func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
-    ) -> asyncio.Future[T]: ...
+        self,
+        timeout: float | None,
+        func: Callable[..., _T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
+    ) -> asyncio.Future[_T]:
+        """``run`` with a timeout (seconds, None for none): past it the call's worker process is
+        killed and the future gets ``TimeoutError``."""
     def submit(
         self,
-        future: Future[T],
-        func: Callable[..., T],
+        future: Future[_T],
+        func: Callable[..., _T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> None: ...
-    def check_timeout(self, timeout: float) -> None: ...
+    def check_timeout(self, timeout: float) -> None:
+        """ValueError unless ``timeout`` is one this pool can honour."""
     @property
     def kill_on_cancel(self) -> bool: ...
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
     @property
-    def isolation(self) -> str: ...
+    def isolation(self) -> str:
+        """``"thread"``, ``"interpreter"`` or ``"process"``."""
     @property
     def max_workers(self) -> int: ...
     @property
@@ -88,8 +124,9 @@ class CpuPool:
     def is_shutdown(self) -> bool: ...
     def _submit_panicking(self, future: Future[Any]) -> None: ...
 
+@final
 class Drain:
-    """The completion bridge's per-loop drain callback (internal)."""
+    """The completion bridge's per-loop drain callback (internal; made by the native side only)."""
 
     def __call__(self) -> None: ...
 
