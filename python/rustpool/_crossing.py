@@ -62,7 +62,7 @@ def _dumps(obj: object) -> bytes:
     would not find it)."""
     if _main_by_value():
         try:
-            import cloudpickle  # type: ignore[import-not-found]
+            import cloudpickle  # type: ignore[import-untyped]
         except ImportError:
             pass
         else:

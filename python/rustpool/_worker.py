@@ -117,7 +117,7 @@ def _dumps(obj: object) -> bytes:
         return pickle.dumps(obj, 5)
     except Exception as first:
         try:
-            import cloudpickle  # type: ignore[import-not-found]
+            import cloudpickle  # type: ignore[import-untyped]
 
             return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
         except Exception:
