@@ -13,10 +13,10 @@
 
 def _in_subinterpreter() -> bool:
     try:
-        import _interpreters as _i  # 3.13+
+        import _interpreters as _i  # type: ignore[import-not-found, unused-ignore]  # 3.13+
     except ImportError:
         try:
-            import _xxsubinterpreters as _i  # 3.12
+            import _xxsubinterpreters as _i  # type: ignore[import-not-found, no-redef, unused-ignore]  # 3.12
         except ImportError:
             return False
     return bool(_i.get_current() != _i.get_main())
