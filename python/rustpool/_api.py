@@ -101,10 +101,10 @@ def _check_initializer(initializer: Callable[..., object] | None) -> None:
 async def _arg_tuples(iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...]) -> AsyncIterator[tuple[Any, ...]]:
     """``zip(*iterables)``, where any of them may be an async iterable, pulled lazily."""
     if not any(hasattr(it, "__aiter__") for it in iterables):
-        for args in zip(*iterables):  # type: ignore[call-overload]
+        for args in zip(*iterables):
             yield args
         return
-    its = [it.__aiter__() if hasattr(it, "__aiter__") else iter(it) for it in iterables]  # type: ignore[union-attr]
+    its = [it.__aiter__() if hasattr(it, "__aiter__") else iter(it) for it in iterables]
     while True:
         args = []
         for it in its:
@@ -184,7 +184,7 @@ class _PoolExecutor:
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` on this pool (a ``ThreadExecutor`` runs it in a copy of
         the caller's contextvars context, as ``to_thread`` does; a ``CpuExecutor`` carries none)."""
-        return await self._pool.run(fn, *args, **kwargs)
+        return await self._pool.run(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._pool.shutdown(wait, cancel_futures)
@@ -249,7 +249,7 @@ class ThreadExecutor(_PoolExecutor, _cf_thread.ThreadPoolExecutor):
             max_workers, keep_alive, self._thread_name_prefix, initializer, tuple(initargs)
         )
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., T],
         *iterables: Iterable[Any],
@@ -409,7 +409,7 @@ class CpuExecutor(_PoolExecutor, Executor):
         self._initargs = initargs
         self._max_tasks_per_child = max_tasks_per_child
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., T],
         *iterables: Iterable[Any],
@@ -617,7 +617,7 @@ def configure(
     if not (math.isfinite(new["keep_alive"]) and new["keep_alive"] >= 0):
         raise ValueError("keep_alive must be a finite number of seconds >= 0")
     with _lock:
-        old = []
+        old: list[ThreadExecutor | CpuExecutor | None] = []
         if (new["max_threads"], new["keep_alive"]) != (_settings["max_threads"], _settings["keep_alive"]):
             old.append(_default_thread)
             _default_thread = _thread_rs = None
