@@ -311,6 +311,16 @@ def _results(
     return results()
 
 
+def _flatten(batches: Iterator[list[T]]) -> Iterator[T]:
+    """The results of batches, one by one; closing it closes ``batches`` (which cancels the
+    batches not begun)."""
+    try:
+        for batch in batches:
+            yield from batch
+    finally:
+        batches.close()  # type: ignore[attr-defined]
+
+
 def _result_or_cancel(f: Future[T], timeout: float | None) -> T:
     try:
         return f.result(timeout)
@@ -455,7 +465,7 @@ class CpuExecutor(_PoolExecutor, Executor):
         if chunksize == 1:
             return _results(submit, fn, calls, timeout, buffersize)
         batches = ((fn, chunk) for chunk in _chunks(chunksize, calls))
-        return itertools.chain.from_iterable(_results(submit, process_chunk, batches, timeout, buffersize))
+        return _flatten(_results(submit, process_chunk, batches, timeout, buffersize))
 
     def options(self, *, timeout: float | None = None) -> CallOptions:
         """This pool with per-call options: ``pool.options(timeout=5).submit(fn, x)``.
