@@ -10,6 +10,8 @@
   is their awaitable form.
 """
 
+from typing import TYPE_CHECKING
+
 
 def _in_subinterpreter() -> bool:
     try:
@@ -22,15 +24,13 @@ def _in_subinterpreter() -> bool:
     return bool(_i.get_current() != _i.get_main())
 
 
-from typing import TYPE_CHECKING
-
 if not TYPE_CHECKING and _in_subinterpreter():
     # In a subinterpreter (a rustpool worker running the caller's __main__, say) the native core
     # must not even be tried: PyO3 modules refuse to load there, and the attempt runs their init
     # in the main interpreter. Importing rustpool still works; using a pool raises a clear error.
     # (Type checkers take the other branch: the real API.)
     from ._in_subinterpreter import *  # noqa: F403
-    from ._in_subinterpreter import __all__, __version__  # noqa: F401
+    from ._in_subinterpreter import __all__ as __all__, __version__ as __version__
 else:
     from ._api import *  # noqa: F403
-    from ._api import __all__, __version__  # noqa: F401
+    from ._api import __all__ as __all__, __version__ as __version__  # "as": re-exported (py.typed)
