@@ -19,22 +19,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures import thread as _cf_thread
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Callable,
-    Iterable,
-    Iterator,
-    Literal,
-    ParamSpec,
-    TypedDict,
-    TypeVar,
-)
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypedDict, TypeVar
 
 from . import _rustpool
 from ._crossing import (
@@ -733,4 +721,6 @@ def _after_fork_child() -> None:
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
 atexit.register(_at_exit_backstop)
-os.register_at_fork(before=_rustpool._before_fork, after_in_parent=_rustpool._after_fork_parent, after_in_child=_after_fork_child)
+os.register_at_fork(
+    before=_rustpool._before_fork, after_in_parent=_rustpool._after_fork_parent, after_in_child=_after_fork_child
+)
