@@ -24,8 +24,9 @@ frame: ``REPLY_MAGIC``, the same call id, length (u32), status (u8), then the by
 (``SKIP_MAGIC``, a call id, length 0) takes back a call written earlier: if it has not begun, it
 never does and its answer is ``SKIPPED`` (before a call begins, the worker reads every frame
 already written). The first frame (id 0) is the setup: the pickled ``(sys_path, main_name,
-main_path, initializer call or None)``; its reply is ``OK`` once set up, or 5 (broken) with the initializer's traceback (then the
-process ends). EOF on fd 3 (the pool let this worker go, or the parent died) ends the process.
+main_path, initializer call or None)``; its reply is ``OK`` once set up, or 5 (broken) with the
+initializer's traceback (then the process ends). EOF on fd 3 (the pool let this worker go, or the
+parent died) ends the process.
 """
 
 from __future__ import annotations
@@ -226,7 +227,11 @@ def run(payload: bytes) -> tuple[int, bytes]:
     except BaseException as e:
         what = f"{type(result).__module__}.{type(result).__qualname__}"
         return _raised(
-            _noted(e, f"(raised while pickling the result of {describe(fn)}, a {what}, in the worker: it could not be pickled to be sent back)")
+            _noted(
+                e,
+                f"(raised while pickling the result of {describe(fn)}, a {what}, in the worker:"
+                " it could not be pickled to be sent back)",
+            )
         )
 
 
