@@ -4,25 +4,26 @@ Checked against the built module by ``python -m mypy.stubtest rustpool._rustpool
 tests/test_typing.py); what stubtest cannot express is in ``stubtest-allowlist.txt``."""
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable, Final, ParamSpec, TypeVar, final
+from typing import Any, Final, ParamSpec, TypeVar, final
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 __all__ = [
-    "__version__",
-    "DEFAULT_MAX_THREADS",
     "DEFAULT_CPU_WORKERS",
+    "DEFAULT_MAX_THREADS",
     "BlockingPool",
     "CpuPool",
     "Drain",
-    "resolve_isolation",
+    "__version__",
+    "_after_fork_child",
+    "_after_fork_parent",
+    "_before_fork",
     "_exit",
     "_live_threads",
-    "_before_fork",
-    "_after_fork_parent",
-    "_after_fork_child",
+    "resolve_isolation",
 ]
 
 __version__: Final[str]
