@@ -300,3 +300,54 @@ def test_an_unknown_fallback_policy_is_a_value_error() -> None:
         rustpool.CpuExecutor(1, fallback="thread")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fallback must be one of"):
         rustpool.configure(fallback="quiet")  # type: ignore[arg-type]
+
+
+# --- a function pickled by value is pickled again when what it reads changes ------------------------
+
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_a_function_by_value_sees_the_callers_current_globals_and_closure(cpu_executor: Any, isolation: str) -> None:
+    ex = cpu_executor(1, isolation=isolation)
+    factor = 2
+    data = [1]
+
+    def scaled(x: int) -> int:  # a closure over an int: pickled once while it stays the same
+        return x * factor
+
+    def total() -> int:  # a closure over a list, which can change in place: pickled every call
+        return sum(data)
+
+    assert ex.submit(scaled, 21).result(WAIT) == 42
+    assert ex.submit(scaled, 21).result(WAIT) == 42
+    factor = 3
+    assert ex.submit(scaled, 21).result(WAIT) == 63
+    assert ex.submit(total).result(WAIT) == 1
+    data.append(2)
+    assert ex.submit(total).result(WAIT) == 3
+
+
+def test_a_main_function_by_value_sees_the_callers_current_globals(tmp_path: Path) -> None:
+    program = textwrap.dedent(
+        """
+        import asyncio, rustpool
+
+        N = 1
+        SEEN = []
+
+        def read():
+            return N, len(SEEN)
+
+        async def main():
+            global N
+            rustpool.configure(isolation="process")
+            first = await rustpool.run_cpu(read)
+            N = 2
+            SEEN.append("x")
+            print(first, await rustpool.run_cpu(read))
+
+        asyncio.run(main())
+        """
+    )
+    out = _run(["-c", program], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["(1, 0) (2, 1)"]

@@ -78,19 +78,85 @@ def _dumps(obj: object) -> bytes:
 
 
 # Plain and builtin functions that pickle by name pickle to the same bytes every time: a burst
-# of calls of one function pickles it once. (Callable objects and functions pickled by value,
-# whose bytes follow their state, are pickled for every call.)
+# of calls of one function pickles it once. A function pickled by value (cloudpickle: ~40 us) is
+# pickled once too while what its pickle is made of stays the same and cannot change in place
+# (`_value_state`); any other (callable objects, functions that name a list or a function of
+# ``__main__``...) is pickled for every call, so that a worker always sees its current state.
 _BY_NAME = (types.FunctionType, types.BuiltinFunctionType)
-_FN_BYTES: dict[Any, bytes] = {}
+# fn -> (its state when pickled, or None for a pickle by name; the bytes)
+_FN_BYTES: dict[Any, tuple[object, bytes]] = {}
 _FN_BYTES_MAX = 256
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), types.ModuleType, types.BuiltinFunctionType)
+_NOT_IMPORTABLE = ("__main__", "__mp_main__")
+# code object -> the global names it (or a function nested in it) may read
+_GLOBAL_NAMES: dict[types.CodeType, tuple[str, ...]] = {}
+
+
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    names = _GLOBAL_NAMES.get(code)
+    if names is None:
+        found: set[str] = set()
+        todo = [code]
+        while todo:
+            c = todo.pop()
+            found.update(c.co_names)
+            todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+        names = _GLOBAL_NAMES[code] = tuple(sorted(found))
+    return names
+
+
+def _fixed(value: object) -> bool:
+    """Whether ``value`` pickles to the same bytes for as long as it is the same object: an
+    immutable scalar, a module, or a function or class that pickles by name."""
+    if isinstance(value, _IMMUTABLE):
+        return True
+    if isinstance(value, (types.FunctionType, type)):
+        return getattr(value, "__module__", None) not in _NOT_IMPORTABLE and "<locals>" not in value.__qualname__
+    return isinstance(value, tuple) and all(_fixed(v) for v in value)
+
+
+def _value_state(fn: Any) -> tuple[object, ...] | None:
+    """What the by-value pickle of plain function ``fn`` is made of (its code, defaults, closure
+    and the globals it names), when every part is ``_fixed``; equal states pickle to equal
+    bytes. None when some part could change in place (a list, a dict, a ``__main__`` function
+    with globals of its own...)."""
+    if type(fn) is not types.FunctionType or fn.__dict__:
+        return None
+    kwdefaults = tuple(sorted((fn.__kwdefaults__ or {}).items()))
+    cells = tuple(c.cell_contents for c in fn.__closure__ or ())
+    g = fn.__globals__
+    names = tuple(g.get(n, _Missing) for n in _global_names(fn.__code__))
+    state = (fn.__code__, fn.__defaults__ or (), kwdefaults, cells, names)
+    if not all(_fixed(v) for part in state[1:] for v in part):  # type: ignore[attr-defined]
+        return None
+    return state
+
+
+class _Missing:
+    """A global name that is not there (a builtin, or not defined yet)."""
 
 
 def _remember(fn: Any, fn_bytes: bytes) -> None:
-    if type(fn) not in _BY_NAME or b"cloudpickle" in fn_bytes:
+    if type(fn) not in _BY_NAME:
+        return
+    state = _value_state(fn) if b"cloudpickle" in fn_bytes else None
+    if state is None and b"cloudpickle" in fn_bytes:
         return
     if len(_FN_BYTES) >= _FN_BYTES_MAX:
         _FN_BYTES.clear()
-    _FN_BYTES[fn] = fn_bytes
+    _FN_BYTES[fn] = (state, fn_bytes)
+
+
+def _remembered(fn: Any) -> bytes | None:
+    if type(fn) not in _BY_NAME:
+        return None
+    known = _FN_BYTES.get(fn)
+    if known is None:
+        return None
+    state, fn_bytes = known
+    if state is not None and _value_state(fn) != state:
+        return None
+    return fn_bytes
 
 
 def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bytes:
@@ -99,7 +165,7 @@ def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
     An error keeps its type (a PicklingError stays one, so does a TypeError for a lock), with a
     note naming what could not be sent."""
     try:
-        fn_bytes = _FN_BYTES.get(fn) if type(fn) in _BY_NAME else None
+        fn_bytes = _remembered(fn)
         if fn_bytes is None:
             fn_bytes = _dumps(fn)
             _remember(fn, fn_bytes)
