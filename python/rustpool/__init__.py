@@ -30,7 +30,9 @@ if not TYPE_CHECKING and _in_subinterpreter():
     # in the main interpreter. Importing rustpool still works; using a pool raises a clear error.
     # (Type checkers take the other branch: the real API.)
     from ._in_subinterpreter import *  # noqa: F403
-    from ._in_subinterpreter import __all__ as __all__, __version__ as __version__
+    from ._in_subinterpreter import __all__ as __all__
+    from ._in_subinterpreter import __version__ as __version__
 else:
     from ._api import *  # noqa: F403
-    from ._api import __all__ as __all__, __version__ as __version__  # "as": re-exported (py.typed)
+    from ._api import __all__ as __all__  # "as": re-exported (py.typed)
+    from ._api import __version__ as __version__

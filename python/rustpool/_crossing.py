@@ -24,10 +24,12 @@ import pickle
 import sys
 import types
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import _worker
-from ._worker import OK, RAISED, describe as _describe
+from ._worker import OK, RAISED
+from ._worker import describe as _describe
 
 UNLOADABLE, CRASHED, BROKEN, TIMED_OUT = _worker.UNLOADABLE, 4, _worker.BROKEN, 6
 REFUSED = _worker.REFUSED
@@ -127,7 +129,7 @@ def _value_state(fn: Any) -> tuple[object, ...] | None:
     g = fn.__globals__
     names = tuple(g.get(n, _Missing) for n in _global_names(fn.__code__))
     state = (fn.__code__, fn.__defaults__ or (), kwdefaults, cells, names)
-    if not all(_fixed(v) for part in state[1:] for v in part):  # type: ignore[attr-defined]
+    if not all(_fixed(v) for part in state[1:] for v in part):
         return None
     return state
 
