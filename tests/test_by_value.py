@@ -351,3 +351,37 @@ def test_a_main_function_by_value_sees_the_callers_current_globals(tmp_path: Pat
     out = _run(["-c", program], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["(1, 0) (2, 1)"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_functions_of_an_ipython_cell_run_in_isolated_workers(tmp_path: Path, mode: str) -> None:
+    """IPython runs notebook cells (ipykernel drives the same shell): a cell's functions live in a
+    ``__main__`` with no file."""
+    cell = textwrap.dedent(
+        f"""
+        import asyncio, os, warnings, rustpool
+        warnings.simplefilter("error", rustpool.ThreadFallbackWarning)
+        rustpool.configure(isolation={mode!r})
+
+        def where(x):
+            try:
+                import _interpreters
+                interp = _interpreters.get_current()[0]
+            except ImportError:
+                interp = 0
+            return os.getpid(), interp, x * 2
+
+        pid, interp, value = asyncio.run(rustpool.run_cpu(where, 21))
+        print("cell:", value, pid != os.getpid(), interp != 0)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "IPython", "--quick", "--no-banner", "--colors=NoColor", "-c", cell],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("cell:")]
+    assert lines == [f"cell: 42 {mode == 'process'} {mode == 'interpreter'}"], out.stdout + out.stderr
