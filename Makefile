@@ -2,6 +2,7 @@
 #   make demo   build, then rustpool side by side with the standard library's executors
 #   make test   cargo test + pytest on every CPython 3.11+ found (missing versions are reported)
 #   make bench  pytest-benchmark tables, rustpool beside its anchors
+#   make lint   cargo fmt + clippy, then ruff, mypy --strict, basedpyright, stubtest (scripts/lint.sh)
 SHELL := /bin/bash
 # The newest CPython found: the demo shows the best mode the machine has.
 PY ?= $(shell for m in 3.13 3.12 3.11; do [ -n "$$(scripts/pythons.sh find $$m)" ] && echo $$m && break; done)
@@ -34,6 +35,7 @@ bench:
 lint:
 	cargo fmt --check
 	cargo clippy --quiet -- -D warnings
+	@scripts/lint.sh
 
 clean:
 	rm -rf target .venv-3.* python/rustpool/*.so .benchmarks
