@@ -6,14 +6,16 @@
 //! stay free for the user's code; the child makes fds 3 and 4 non-inheritable at once, so a
 //! process it starts never holds them). Its first frame is its setup (the caller's `sys.path`
 //! and `__main__`, the pickled initializer); its first reply says whether that worked. The child
-//! dies with its parent (`PR_SET_PDEATHSIG`, and EOF on fd 3 ends it too).
+//! ends at EOF on fd 3, which the parent's death brings too; on Linux it also dies with its
+//! parent at once (`PR_SET_PDEATHSIG`), even in the middle of a call.
 //!
 //! Frames: a call is `CALL_MAGIC`, a call id (u64), a length (u32) and the payload; a reply is
 //! `REPLY_MAGIC`, the id of the call it answers, a length and a status byte, then the bytes. A
 //! reply is checked before it is believed: a wrong marker, an id that is not the call's, a
-//! length the child could not hold, or an unknown status is a malformed reply: that call fails
-//! with `WorkerCrashed`, the child is killed and replaced. A reply is read as it arrives (never
-//! allocated from its claimed length up front) and under the call's deadline and cancel flag.
+//! length the child could not hold (Linux), or an unknown status is a malformed reply: that call
+//! fails with `WorkerCrashed`, the child is killed and replaced. A reply is read as it arrives
+//! (never allocated from its claimed length up front) and under the call's deadline and cancel
+//! flag.
 //!
 //! A child that dies while it runs a call fails that call only, with `rustpool.WorkerCrashed`
 //! naming the exit code or signal; the next call starts a new child. Its death is seen on a
@@ -33,7 +35,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,6 +148,7 @@ impl Child {
         let (call_r, call_w) = io::pipe()?;
         let (reply_r, reply_w) = io::pipe()?;
         let (cr, rw) = (call_r.as_raw_fd(), reply_w.as_raw_fd());
+        #[cfg(target_os = "linux")]
         let parent = std::process::id() as libc::pid_t;
         let mut cmd = Command::new(&boot.argv[0]);
         cmd.args(&boot.argv[1..]).stdin(Stdio::null());
@@ -163,10 +166,16 @@ impl Child {
                 }
                 libc::close(a);
                 libc::close(b);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                if libc::getppid() != parent {
-                    // The parent died before the line above took effect.
-                    libc::_exit(1);
+                // Linux: die with the parent, even in the middle of a call. Elsewhere there is
+                // no such signal: the child ends at EOF on fd 3 (the parent's death closes the
+                // other end), so one busy in a long call outlives a killed parent until it ends.
+                #[cfg(target_os = "linux")]
+                {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    if libc::getppid() != parent {
+                        // The parent died before the line above took effect.
+                        libc::_exit(1);
+                    }
                 }
                 Ok(())
             });
@@ -412,11 +421,20 @@ impl Child {
     }
 
     /// Field `i` of the child's `/proc/<pid>/statm`, in bytes (None when it cannot be read).
+    #[cfg(target_os = "linux")]
     fn statm(&self, i: usize) -> Option<u64> {
         let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.process.id())).ok()?;
         let pages: u64 = statm.split_whitespace().nth(i)?.parse().ok()?;
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Some(pages * u64::try_from(page).ok()?)
+    }
+
+    /// No `/proc` here: sizes are unknown. `max_rss` is refused when the pool is made; a reply
+    /// that claims more than the child holds is believed, and, like a reply that stops half way,
+    /// its call ends at its timeout, at a kill on cancel or when the child dies.
+    #[cfg(not(target_os = "linux"))]
+    fn statm(&self, _i: usize) -> Option<u64> {
+        None
     }
 
     /// Resident memory of the child, in bytes (None when it cannot be read).
@@ -505,9 +523,17 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 }
 
 /// A pidfd of process `pid` (readable once it has ended), where the kernel has them (5.3+).
+#[cfg(target_os = "linux")]
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Pidfds are Linux's: elsewhere a child's death is looked for with `waitpid` (`DEATH_CHECK`).
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
+    None
 }
 
 /// Wait up to `ms` milliseconds (-1: no limit) until `fd` can be read (or is at EOF) or the
