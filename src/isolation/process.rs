@@ -64,6 +64,12 @@ const READ_AHEAD: usize = 64 << 20;
 /// A small call goes out in one write with its header.
 const ONE_WRITE: usize = 64 << 10;
 
+/// Held from a child's pipes to its start where std makes a pipe with `pipe` and only then marks
+/// it close-on-exec (macOS has no `pipe2`): a child forked by another worker thread in between
+/// would keep this child's pipe ends, and neither child would see EOF while the other lives.
+#[cfg(not(target_os = "linux"))]
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// What a process pool is made with, besides its size.
 #[derive(Default)]
 pub struct Options {
@@ -145,6 +151,8 @@ enum Parsed {
 
 impl Child {
     fn spawn(boot: &Boot) -> io::Result<Child> {
+        #[cfg(not(target_os = "linux"))]
+        let one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
         let (call_r, call_w) = io::pipe()?;
         let (reply_r, reply_w) = io::pipe()?;
         let (cr, rw) = (call_r.as_raw_fd(), reply_w.as_raw_fd());
@@ -181,6 +189,8 @@ impl Child {
             });
         }
         let process = cmd.spawn()?;
+        #[cfg(not(target_os = "linux"))]
+        drop(one_at_a_time);
         drop((call_r, reply_w));
         set_nonblocking(reply_r.as_raw_fd())?;
         let pidfd = pidfd_open(process.id());
