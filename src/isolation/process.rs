@@ -452,7 +452,6 @@ impl Child {
         self.statm(1)
     }
 
-    /// Why no reply came: the child broke the protocol (`malformed`: it is killed) or is gone.
     /// The fds this side holds for the child (its pipes, its pidfd).
     fn fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.calls.as_raw_fd(), self.replies.as_raw_fd()];
@@ -460,6 +459,7 @@ impl Child {
         fds
     }
 
+    /// Why no reply came: the child broke the protocol (`malformed`: it is killed) or is gone.
     fn lost(self, malformed: Option<String>) -> String {
         match malformed {
             Some(why) => {
