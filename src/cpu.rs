@@ -96,6 +96,12 @@ impl CpuPool {
                 "max_memory_per_child must be > 0 bytes",
             ));
         }
+        // A worker's memory is read from /proc/<pid>/statm (see `process.rs`).
+        if cfg!(not(target_os = "linux")) && max_memory_per_child.is_some() {
+            return Err(PyValueError::new_err(
+                "max_memory_per_child needs Linux (/proc)",
+            ));
+        }
         let only = ProcessOnly {
             mp_context,
             max_tasks_per_child,

@@ -6,14 +6,16 @@
 //! stay free for the user's code; the child makes fds 3 and 4 non-inheritable at once, so a
 //! process it starts never holds them). Its first frame is its setup (the caller's `sys.path`
 //! and `__main__`, the pickled initializer); its first reply says whether that worked. The child
-//! dies with its parent (`PR_SET_PDEATHSIG`, and EOF on fd 3 ends it too).
+//! ends at EOF on fd 3, which the parent's death brings too; on Linux it also dies with its
+//! parent at once (`PR_SET_PDEATHSIG`), even in the middle of a call.
 //!
 //! Frames: a call is `CALL_MAGIC`, a call id (u64), a length (u32) and the payload; a reply is
 //! `REPLY_MAGIC`, the id of the call it answers, a length and a status byte, then the bytes. A
 //! reply is checked before it is believed: a wrong marker, an id that is not the call's, a
-//! length the child could not hold, or an unknown status is a malformed reply: that call fails
-//! with `WorkerCrashed`, the child is killed and replaced. A reply is read as it arrives (never
-//! allocated from its claimed length up front) and under the call's deadline and cancel flag.
+//! length the child could not hold (Linux), or an unknown status is a malformed reply: that call
+//! fails with `WorkerCrashed`, the child is killed and replaced. A reply is read as it arrives
+//! (never allocated from its claimed length up front) and under the call's deadline and cancel
+//! flag.
 //!
 //! A child that dies while it runs a call fails that call only, with `rustpool.WorkerCrashed`
 //! naming the exit code or signal; the next call starts a new child. Its death is seen on a
@@ -33,7 +35,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +63,12 @@ const CHECKED_LENGTH: usize = 16 << 20;
 const READ_AHEAD: usize = 64 << 20;
 /// A small call goes out in one write with its header.
 const ONE_WRITE: usize = 64 << 10;
+
+/// Held from a child's pipes to its start where std makes a pipe with `pipe` and only then marks
+/// it close-on-exec (macOS has no `pipe2`): a child forked by another worker thread in between
+/// would keep this child's pipe ends, and neither child would see EOF while the other lives.
+#[cfg(not(target_os = "linux"))]
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What a process pool is made with, besides its size.
 #[derive(Default)]
@@ -143,9 +151,12 @@ enum Parsed {
 
 impl Child {
     fn spawn(boot: &Boot) -> io::Result<Child> {
+        #[cfg(not(target_os = "linux"))]
+        let one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
         let (call_r, call_w) = io::pipe()?;
         let (reply_r, reply_w) = io::pipe()?;
         let (cr, rw) = (call_r.as_raw_fd(), reply_w.as_raw_fd());
+        #[cfg(target_os = "linux")]
         let parent = std::process::id() as libc::pid_t;
         let mut cmd = Command::new(&boot.argv[0]);
         cmd.args(&boot.argv[1..]).stdin(Stdio::null());
@@ -163,15 +174,23 @@ impl Child {
                 }
                 libc::close(a);
                 libc::close(b);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                if libc::getppid() != parent {
-                    // The parent died before the line above took effect.
-                    libc::_exit(1);
+                // Linux: die with the parent, even in the middle of a call. Elsewhere there is
+                // no such signal: the child ends at EOF on fd 3 (the parent's death closes the
+                // other end), so one busy in a long call outlives a killed parent until it ends.
+                #[cfg(target_os = "linux")]
+                {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    if libc::getppid() != parent {
+                        // The parent died before the line above took effect.
+                        libc::_exit(1);
+                    }
                 }
                 Ok(())
             });
         }
         let process = cmd.spawn()?;
+        #[cfg(not(target_os = "linux"))]
+        drop(one_at_a_time);
         drop((call_r, reply_w));
         set_nonblocking(reply_r.as_raw_fd())?;
         let pidfd = pidfd_open(process.id());
@@ -412,6 +431,7 @@ impl Child {
     }
 
     /// Field `i` of the child's `/proc/<pid>/statm`, in bytes (None when it cannot be read).
+    #[cfg(target_os = "linux")]
     fn statm(&self, i: usize) -> Option<u64> {
         let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.process.id())).ok()?;
         let pages: u64 = statm.split_whitespace().nth(i)?.parse().ok()?;
@@ -419,12 +439,19 @@ impl Child {
         Some(pages * u64::try_from(page).ok()?)
     }
 
+    /// No `/proc` here: sizes are unknown. `max_rss` is refused when the pool is made; a reply
+    /// that claims more than the child holds is believed, and, like a reply that stops half way,
+    /// its call ends at its timeout, at a kill on cancel or when the child dies.
+    #[cfg(not(target_os = "linux"))]
+    fn statm(&self, _i: usize) -> Option<u64> {
+        None
+    }
+
     /// Resident memory of the child, in bytes (None when it cannot be read).
     fn rss(&self) -> Option<u64> {
         self.statm(1)
     }
 
-    /// Why no reply came: the child broke the protocol (`malformed`: it is killed) or is gone.
     /// The fds this side holds for the child (its pipes, its pidfd).
     fn fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.calls.as_raw_fd(), self.replies.as_raw_fd()];
@@ -432,6 +459,7 @@ impl Child {
         fds
     }
 
+    /// Why no reply came: the child broke the protocol (`malformed`: it is killed) or is gone.
     fn lost(self, malformed: Option<String>) -> String {
         match malformed {
             Some(why) => {
@@ -505,9 +533,17 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 }
 
 /// A pidfd of process `pid` (readable once it has ended), where the kernel has them (5.3+).
+#[cfg(target_os = "linux")]
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Pidfds are Linux's: elsewhere a child's death is looked for with `waitpid` (`DEATH_CHECK`).
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
+    None
 }
 
 /// Wait up to `ms` milliseconds (-1: no limit) until `fd` can be read (or is at EOF) or the
