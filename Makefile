@@ -35,6 +35,7 @@ bench:
 lint:
 	cargo fmt --check
 	cargo clippy --quiet -- -D warnings
+	@scripts/check-platforms.sh
 	@scripts/lint.sh
 
 clean:
