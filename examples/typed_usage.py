@@ -9,7 +9,7 @@ import contextlib
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Future
-from typing import assert_type
+from typing import Literal, assert_type
 
 import rustpool
 
@@ -77,7 +77,7 @@ async def thread_executor() -> None:
 
 async def cpu_executor() -> None:
     with rustpool.CpuExecutor(2, isolation="process", max_tasks_per_child=100, kill_on_cancel=True) as pool:
-        assert_type(pool.isolation, str)
+        assert_type(pool.isolation, Literal["thread", "interpreter", "process"])
         assert_type(await pool.run(total, 1, 2), int)
         assert_type(pool.submit(repeat, b"y", 2), Future[bytes])
         assert_type(list(pool.map(square, range(8), chunksize="auto")), list[int])

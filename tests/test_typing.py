@@ -79,6 +79,11 @@ def test_the_package_passes_mypy_strict(mypy_cache: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_the_package_passes_basedpyright() -> None:
+    report = basedpyright(Path(rustpool.__file__).parent)
+    assert pyright_errors(report) == [], json.dumps(report, indent=1)
+
+
 def test_the_typed_example_passes_basedpyright() -> None:
     report = basedpyright(EXAMPLE)
     assert pyright_errors(report) == [], json.dumps(report, indent=1)

@@ -88,19 +88,20 @@ def _check_initializer(initializer: Callable[..., object] | None) -> None:
 
 async def _arg_tuples(iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...]) -> AsyncIterator[tuple[Any, ...]]:
     """``zip(*iterables)``, where any of them may be an async iterable, pulled lazily."""
-    if not any(hasattr(it, "__aiter__") for it in iterables):
-        for args in zip(*iterables):
+    its = [it.__aiter__() if isinstance(it, AsyncIterable) else iter(it) for it in iterables]
+    plain = [it for it in its if not isinstance(it, AsyncIterator)]
+    if len(plain) == len(its):
+        for args in zip(*plain):
             yield args
         return
-    its = [it.__aiter__() if hasattr(it, "__aiter__") else iter(it) for it in iterables]
     while True:
-        args = []
+        row: list[Any] = []
         for it in its:
             try:
-                args.append(await it.__anext__() if hasattr(it, "__anext__") else next(it))
+                row.append(await anext(it) if isinstance(it, AsyncIterator) else next(it))
             except (StopIteration, StopAsyncIteration):
                 return
-        yield tuple(args)
+        yield tuple(row)
 
 
 def _settle_abandoned(futures: Iterable[asyncio.Future[Any]]) -> None:
@@ -465,9 +466,10 @@ class CpuExecutor(_PoolExecutor, Executor):
         return CallOptions(self, timeout)
 
     @property
-    def isolation(self) -> str:
+    def isolation(self) -> Literal["thread", "interpreter", "process"]:
         """The mode this pool runs in (``"auto"`` resolved)."""
-        return str(self._pool.isolation)
+        mode: Literal["thread", "interpreter", "process"] = self._pool.isolation
+        return mode
 
     def _describe(self) -> str:
         return f" isolation={self.isolation!r}"

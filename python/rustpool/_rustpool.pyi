@@ -6,7 +6,7 @@ tests/test_typing.py); what stubtest cannot express is in ``stubtest-allowlist.t
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Final, ParamSpec, TypeVar, final
+from typing import Any, Final, Literal, ParamSpec, TypeVar, final
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -113,8 +113,7 @@ class CpuPool:
     def kill_on_cancel(self) -> bool: ...
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
     @property
-    def isolation(self) -> str:
-        """``"thread"``, ``"interpreter"`` or ``"process"``."""
+    def isolation(self) -> Literal["thread", "interpreter", "process"]: ...
     @property
     def max_workers(self) -> int: ...
     @property
