@@ -277,5 +277,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 else ""
             )
             tr.write_line(
-                f"   target {ei['impl']}: loop lag p99 < {lag_target:g} ms: measured {_fmt_ms(lag)} -> {verdict}{floor_note}"
+                f"   target {ei['impl']}: loop lag p99 < {lag_target:g} ms: "
+                f"measured {_fmt_ms(lag)} -> {verdict}{floor_note}"
             )

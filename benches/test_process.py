@@ -377,8 +377,8 @@ def test_fib_gathered(bench_async: Any, request: pytest.FixtureRequest, impl: st
         role=ROLES.get(impl, "other"),
         target_serial=1.8,
         note=(
-            f"the fork pool's workers were forked once, at the module's first warm pool (before any "
-            f"other pool of the module), so no fork happens here; pebble runs with forkserver"
+            "the fork pool's workers were forked once, at the module's first warm pool (before any "
+            "other pool of the module), so no fork happens here; pebble runs with forkserver"
         )
         if impl == SERIAL
         else None,

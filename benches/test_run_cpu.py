@@ -56,7 +56,9 @@ def tpe() -> Iterator[ThreadPoolExecutor]:
     ex.shutdown(wait=True)
 
 
-def caller(impl: str, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor) -> Callable[..., Any]:
+def caller(
+    impl: str, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor
+) -> Callable[..., Any]:
     if impl.startswith("rustpool.run_cpu"):
         return rustpool.run_cpu
     if impl.startswith("run_in_executor(ProcessPoolExecutor"):
@@ -67,7 +69,9 @@ def caller(impl: str, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor,
 
 
 @pytest.mark.parametrize("impl", [RUN_CPU, f"run_in_executor(ProcessPoolExecutor({CORES}))"])
-def test_sequential_noop_latency(bench_async: Any, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor, impl: str) -> None:
+def test_sequential_noop_latency(
+    bench_async: Any, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor, impl: str
+) -> None:
     call = caller(impl, loop, ppe, tpe)
 
     async def workload() -> None:
@@ -103,7 +107,9 @@ def _role(impl: str) -> str:
 
 
 @pytest.mark.parametrize("impl", [*CPU_IMPLS, f"run_in_executor(ProcessPoolExecutor({CORES})), 8 MiB sent per call"])
-def test_gil_releasing_sha256(bench_async: Any, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor, impl: str) -> None:
+def test_gil_releasing_sha256(
+    bench_async: Any, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor, impl: str
+) -> None:
     if impl.startswith("serial"):
 
         async def workload() -> list[str]:
@@ -145,7 +151,9 @@ def test_gil_releasing_sha256(bench_async: Any, loop: asyncio.AbstractEventLoop,
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
-def test_pure_python_fib(bench_async: Any, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor, impl: str) -> None:
+def test_pure_python_fib(
+    bench_async: Any, loop: asyncio.AbstractEventLoop, ppe: ProcessPoolExecutor, tpe: ThreadPoolExecutor, impl: str
+) -> None:
     if impl.startswith("serial"):
 
         async def workload() -> list[int]:

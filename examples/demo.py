@@ -139,7 +139,9 @@ def sequential(call: Callable[..., Awaitable[Any]]) -> Callable[[], Awaitable[No
     return round_
 
 
-def gathered(call: Callable[..., Awaitable[Any]], fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Callable[[], Awaitable[list[Any]]]:
+def gathered(
+    call: Callable[..., Awaitable[Any]], fn: Callable[..., Any], args: list[tuple[Any, ...]]
+) -> Callable[[], Awaitable[list[Any]]]:
     async def round_() -> list[Any]:
         return await asyncio.gather(*(call(fn, *a) for a in args))
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextvars
+import gc
 import logging
 import re
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -120,7 +121,7 @@ def test_cpu_executor_isolation_process(cpu_executor: Any) -> None:
 
 @pytest.mark.skipif(HAS_INTERPRETERS, reason="3.13+ has isolation='interpreter' (tests/test_interpreter.py)")
 def test_cpu_executor_isolation_interpreter_refused_before_3_13() -> None:
-    with pytest.raises(ValueError, match="3.13"):
+    with pytest.raises(ValueError, match=r"3\.13"):
         rustpool.CpuExecutor(isolation="interpreter")
 
 
@@ -531,7 +532,8 @@ def test_initializer_runs_in_each_worker(thread_executor: Any, cpu_executor: Any
         ex = thread_executor(2, "", init, ("tag", 7))
     else:
         ex = cpu_executor(2, initializer=init, initargs=("tag", 7))
-    seen = [f.result(WAIT) for f in [ex.submit(lambda: (getattr(local, "value", None), threading.get_ident())) for _ in range(50)]]
+    futures = [ex.submit(lambda: (getattr(local, "value", None), threading.get_ident())) for _ in range(50)]
+    seen = [f.result(WAIT) for f in futures]
     assert {value for value, _ in seen} == {("tag", 7)}
     assert threading.get_ident() not in init_threads
     with lock:

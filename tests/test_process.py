@@ -7,6 +7,7 @@ timeout, a cancel, or recycled) fails at most the call it was running, and the p
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import signal
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import itertools
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -427,7 +427,9 @@ def test_auto_is_processes_before_3_13(cpu_executor: Any) -> None:
     assert ex.submit(h.pid).result(WAIT) != os.getpid()
 
 
-def test_auto_runs_unpicklable_calls_on_threads_with_a_warning(cpu_executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_runs_unpicklable_calls_on_threads_with_a_warning(
+    cpu_executor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
     monkeypatch.setitem(sys.modules, "cloudpickle", None)

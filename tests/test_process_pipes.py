@@ -58,7 +58,9 @@ def test_a_worker_shows_a_short_readable_command_line(proc: Any) -> None:
 
 
 @pytest.mark.parametrize("hand_over_the_pipe", [False, True], ids=["ordinary grandchildren", "pipe passed on purpose"])
-def test_a_grandchild_holding_the_reply_pipe_does_not_hide_a_worker_death(tmp_path: Path, hand_over_the_pipe: bool) -> None:
+def test_a_grandchild_holding_the_reply_pipe_does_not_hide_a_worker_death(
+    tmp_path: Path, hand_over_the_pipe: bool
+) -> None:
     """The call leaves sleepers behind (a shell job, a fork, and maybe one given fd 4 on
     purpose), then its worker dies: the call fails with WorkerCrashed at once, although a
     grandchild may still hold the write end of the reply pipe (the death is seen on the
@@ -107,7 +109,9 @@ def test_a_child_forked_by_a_call_does_not_hold_the_workers_pipes(proc: Any, tmp
     ],
     ids=["garbage", "another call's id", "unknown status"],
 )
-def test_stray_bytes_on_the_reply_pipe_fail_that_call_only_with_worker_crashed(proc: Any, stray: bytes, why: str) -> None:
+def test_stray_bytes_on_the_reply_pipe_fail_that_call_only_with_worker_crashed(
+    proc: Any, stray: bytes, why: str
+) -> None:
     ex = proc()
     worker = ex.submit(h.pid).result(WAIT)
     with pytest.raises(rustpool.WorkerCrashed, match=f"malformed reply \\(.*({why})") as excinfo:
@@ -145,7 +149,7 @@ def test_a_reply_that_stops_half_way_still_ends_at_the_calls_timeout(proc: Any) 
     ex = proc()
     ex.submit(h.add, 0, 0).result(WAIT)
     half = h.reply_header(2, 100)[:10]
-    with pytest.raises(TimeoutError, match="timeout of 0.5s"):
+    with pytest.raises(TimeoutError, match=r"timeout of 0\.5s"):
         ex.options(timeout=0.5).submit(h.write_then_sleep, half, 30).result(WAIT)
     assert ex.submit(h.add, 1, 1).result(WAIT) == 2
 

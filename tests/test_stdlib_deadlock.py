@@ -23,12 +23,12 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pytest
 
 import rustpool
-from concurrent.futures.process import BrokenProcessPool
 
 from . import stdlib_helpers as s
 from .conftest import WAIT
@@ -56,8 +56,12 @@ NOTES = {
     "error at task pickle": "while pickling the arguments of builtins.id",
     "exit at task unpickle": "while unpickling the arguments of builtins.id in the worker",
     "error at task unpickle": "while unpickling the arguments of builtins.id in the worker",
-    "exit during result pickle": "while pickling the result of tests.stdlib_helpers.make, a tests.stdlib_helpers.ExitAtPickle",
-    "error during result pickle": "while pickling the result of tests.stdlib_helpers.make, a tests.stdlib_helpers.ErrorAtPickle",
+    "exit during result pickle": (
+        "while pickling the result of tests.stdlib_helpers.make, a tests.stdlib_helpers.ExitAtPickle"
+    ),
+    "error during result pickle": (
+        "while pickling the result of tests.stdlib_helpers.make, a tests.stdlib_helpers.ErrorAtPickle"
+    ),
     "error during result unpickle": "while unpickling the result of tests.stdlib_helpers.make in the calling process",
     "exit during result unpickle": "while unpickling the result of tests.stdlib_helpers.make in the calling process",
 }

@@ -246,7 +246,7 @@ def test_stop_iteration_from_the_function_raises_instead_of_hanging() -> None:
     async def main() -> BaseException:
         try:
             await asyncio.wait_for(rustpool.to_thread(fn), WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError("to_thread hung on a StopIteration") from None
         except Exception as e:  # noqa: BLE001
             return e

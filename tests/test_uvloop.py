@@ -6,7 +6,8 @@ import asyncio
 import contextvars
 import gc
 import threading
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
