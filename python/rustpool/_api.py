@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import collections
 import itertools
@@ -36,6 +35,9 @@ from ._errors import WorkerCrashed
 from ._rustpool import BlockingPool, CpuPool
 
 if TYPE_CHECKING:
+    # asyncio only at type-checking time: a plain script that uses the executors does not pay its
+    # import (~90 ms here); awaiting code has it loaded already.
+    import asyncio
     from multiprocessing.context import BaseContext
 
 P = ParamSpec("P")
@@ -150,6 +152,8 @@ async def _amap(
                 pending.add(start(args))
             if not pending:
                 return
+            import asyncio
+
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for f in done:
                 yield f.result()
