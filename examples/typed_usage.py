@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Future
@@ -24,6 +25,11 @@ def total(*numbers: int) -> int:
 
 def square(x: int) -> int:
     return x * x
+
+
+@rustpool.pin("thread")
+def pinned_hash(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def read_config() -> bytes:
@@ -107,6 +113,15 @@ async def cpu_executor() -> None:
         except Exception as error:
             if isinstance(error.__cause__, rustpool.RemoteTraceback):
                 assert_type(error.__cause__.tb, str)
+        # Where "auto" placed each function, a per-call choice, and a pinned function.
+        placements = auto.placements()
+        assert_type(placements, dict[str, rustpool.Placement])
+        for placement in placements.values():
+            assert_type(placement["isolation"], str)
+            assert_type(placement["calls"], int)
+        where: rustpool.Mode = "thread"
+        assert_type(await auto.options(isolation=where).run(square, 7), int)
+        assert_type(await auto.run(pinned_hash, b"x"), bytes)
 
 
 def plain_script() -> None:

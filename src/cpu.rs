@@ -3,7 +3,9 @@
 
 use crate::attach::ThreadSetup;
 use crate::isolation::fallback::{announce_threads, Fallback, OnThreads};
-use crate::isolation::{self, lazy::Lazy, process, thread::ThreadIsolation, Isolation};
+use crate::isolation::{
+    self, auto::Auto, lazy::Lazy, process, thread::ThreadIsolation, Isolation, Mode,
+};
 use crate::job::{concurrent_job, run_on_loop, CancelWatch, Job};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -14,6 +16,9 @@ use std::time::Duration;
 #[pyclass(module = "rustpool._rustpool", frozen)]
 pub struct CpuPool {
     backend: Box<dyn Isolation>,
+    /// "auto" that learns where each function runs (see `isolation/auto.rs`); None for the
+    /// fixed modes (and for "auto" with an option only processes have).
+    learning: Option<Auto>,
     isolation: &'static str,
     max_workers: usize,
     /// Whether calls may have a timeout (they run in processes).
@@ -68,7 +73,7 @@ fn thread_setup(
 #[pymethods]
 impl CpuPool {
     #[new]
-    #[pyo3(signature = (max_workers=None, isolation="thread", thread_name_prefix="rustpool-cpu".to_string(), initializer=None, initargs=None, max_tasks_per_child=None, max_memory_per_child=None, kill_on_cancel=false, mp_context=false, fallback="warn"))]
+    #[pyo3(signature = (max_workers=None, isolation="thread", thread_name_prefix="rustpool-cpu".to_string(), initializer=None, initargs=None, max_tasks_per_child=None, max_memory_per_child=None, kill_on_cancel=false, mp_context=false, fallback="warn", learn=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -82,6 +87,7 @@ impl CpuPool {
         kill_on_cancel: bool,
         mp_context: bool,
         fallback: &str,
+        learn: bool,
     ) -> PyResult<Self> {
         let on_threads = OnThreads::parse(fallback)?;
         let max_workers = max_workers.unwrap_or_else(default_workers);
@@ -149,6 +155,24 @@ impl CpuPool {
             broken.clone(),
         ));
         let fallback_prefix = format!("{thread_name_prefix}-fallback");
+        // "auto" learns where each function runs, unless told not to or given an option that
+        // only processes have.
+        let learns = learn
+            && auto
+            && mode != "thread"
+            && pickled_init.is_none()
+            && only.first_given().is_none();
+        let learning_threads = learns.then(|| {
+            let init = init.clone();
+            let prefix = format!("{thread_name_prefix}-thread");
+            Lazy::new(move |py| {
+                let setup = thread_setup(py, &init.0, &init.1, &init.2);
+                Ok(
+                    Box::new(ThreadIsolation::new(max_workers, prefix.clone(), setup)?)
+                        as Box<dyn Isolation>,
+                )
+            })
+        });
         // "auto" falls back to threads for calls that cannot be pickled.
         let thread_fallback = move |prefix: String| -> Fallback {
             let init = init.clone();
@@ -215,8 +239,16 @@ impl CpuPool {
             )?),
             other => unreachable!("isolation::resolve returned {other:?}"),
         };
+        let (backend, learning) = match learning_threads {
+            Some(threads) => {
+                let auto = Auto::new(Box::new(threads), backend, Mode::parse(mode)?);
+                (Box::new(auto.clone()) as Box<dyn Isolation>, Some(auto))
+            }
+            None => (backend, None),
+        };
         Ok(CpuPool {
             backend,
+            learning,
             isolation: mode,
             max_workers,
             timeouts: mode == "process" || (auto && mode == "interpreter"),
@@ -233,12 +265,12 @@ impl CpuPool {
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.run_timed(py, None, func, args, kwargs)
+        self.run_timed(py, None, func, args, kwargs, None)
     }
 
     /// `run` with a timeout (seconds, None for none): past it the call's worker process is
     /// killed and the future gets `TimeoutError`.
-    #[pyo3(signature = (timeout, func, args, kwargs=None))]
+    #[pyo3(signature = (timeout, func, args, kwargs=None, isolation=None))]
     fn run_timed<'py>(
         &self,
         py: Python<'py>,
@@ -246,13 +278,16 @@ impl CpuPool {
         func: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
+        isolation: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = self.timeout(timeout)?;
+        let force = self.forced(isolation, timeout.is_some())?;
         let watch = self.kill_on_cancel.then(CancelWatch::new);
         let flag = watch.as_ref().map(|(_, f)| f.clone());
         let kill_on_cancel = self.kill_on_cancel;
         let fut = run_on_loop(py, func, args, kwargs, false, |mut job: Job| {
             job.timeout = timeout;
+            job.force = force;
             job.cancelled = flag;
             job.kill_on_cancel = kill_on_cancel;
             self.backend.submit(py, job)
@@ -264,7 +299,8 @@ impl CpuPool {
     }
 
     /// Run `func(*args, **kwargs)` and settle the given `concurrent.futures.Future`.
-    #[pyo3(signature = (future, func, args, kwargs=None, timeout=None))]
+    #[pyo3(signature = (future, func, args, kwargs=None, timeout=None, isolation=None))]
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         py: Python<'_>,
@@ -273,9 +309,11 @@ impl CpuPool {
         args: Bound<'_, PyTuple>,
         kwargs: Option<Bound<'_, PyDict>>,
         timeout: Option<f64>,
+        isolation: Option<&str>,
     ) -> PyResult<()> {
         let mut job = concurrent_job(future, func, args, kwargs);
         job.timeout = self.timeout(timeout)?;
+        job.force = self.forced(isolation, job.timeout.is_some())?;
         self.backend.submit(py, job)
     }
 
@@ -314,6 +352,20 @@ impl CpuPool {
         self.timeout(Some(timeout)).map(drop)
     }
 
+    /// ValueError unless this pool can run calls in `isolation` (with a timeout or not).
+    #[pyo3(signature = (isolation, timed=false))]
+    fn check_isolation(&self, isolation: &str, timed: bool) -> PyResult<()> {
+        self.forced(Some(isolation), timed).map(drop)
+    }
+
+    /// Where "auto" runs each function it has seen, and why: (function, isolation, why,
+    /// calls, samples); empty for the fixed modes.
+    fn placements(&self) -> Vec<(String, String, String, u64, u32)> {
+        self.learning
+            .as_ref()
+            .map_or_else(Vec::new, Auto::placements)
+    }
+
     #[getter]
     fn kill_on_cancel(&self) -> bool {
         self.kill_on_cancel
@@ -326,6 +378,30 @@ impl CpuPool {
 }
 
 impl CpuPool {
+    /// The mode a per-call `isolation=` asks for: only "auto" pools that learn choose per call;
+    /// a fixed mode takes its own name (a no-op) and nothing else.
+    fn forced(&self, isolation: Option<&str>, timed: bool) -> PyResult<Option<Mode>> {
+        let Some(name) = isolation else {
+            return Ok(None);
+        };
+        let mode = Mode::parse(name)?;
+        if timed && mode != Mode::Process {
+            return Err(PyValueError::new_err(format!(
+                "a timeout needs a worker process (it is killed past it), not isolation={name:?}"
+            )));
+        }
+        if self.learning.is_none() {
+            if mode.name() == self.isolation {
+                return Ok(None);
+            }
+            return Err(PyValueError::new_err(format!(
+                "isolation={name:?} per call needs a pool with isolation=\"auto\" (and no process-only option); this one runs {:?}",
+                self.isolation
+            )));
+        }
+        Ok(Some(mode))
+    }
+
     fn timeout(&self, seconds: Option<f64>) -> PyResult<Option<Duration>> {
         let Some(s) = seconds else { return Ok(None) };
         if !(s.is_finite() && s > 0.0) {

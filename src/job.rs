@@ -133,6 +133,9 @@ pub struct Job {
     pub cancelled: Option<Arc<AtomicBool>>,
     /// Cancelling the call while it runs kills its worker process.
     pub kill_on_cancel: bool,
+    /// Where the call must run (a per-call `isolation=`, or a pinned function): "auto" does not
+    /// choose for it.
+    pub force: Option<crate::isolation::Mode>,
 }
 
 /// A done-callback for an asyncio future that raises a flag when the future was cancelled: the
@@ -171,6 +174,7 @@ impl Job {
             timeout: None,
             cancelled: None,
             kill_on_cancel: false,
+            force: None,
         }
     }
 

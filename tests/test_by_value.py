@@ -227,7 +227,7 @@ def test_auto_warns_once_per_function_that_cannot_be_isolated(cpu_executor: Any)
 
 
 def test_fallback_error_fails_the_call_with_the_pickling_error(cpu_executor: Any) -> None:
-    ex = cpu_executor(1, isolation="auto", fallback="error")
+    ex = cpu_executor(1, isolation="auto", fallback="error", learn=False)
     fn = _closure_over_a_lock()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -245,14 +245,17 @@ def test_configure_fallback_error_applies_to_run_cpu() -> None:
     rustpool.configure(fallback="error")
     try:
         assert rustpool.settings()["fallback"] == "error"
+        fn = _closure_over_a_lock()
+        # Pinned where run_cpu isolates (unpinned, "auto" would sample it on a thread first).
+        rustpool.pin(rustpool.default_cpu_executor().isolation)(fn)
         with pytest.raises(TypeError, match="lock"):
-            asyncio.run(rustpool.run_cpu(_closure_over_a_lock(), 1))
+            asyncio.run(rustpool.run_cpu(fn, 1))
     finally:
         rustpool.configure(**before)
 
 
 def test_an_error_filter_for_the_warning_fails_the_call_with_it(cpu_executor: Any) -> None:
-    ex = cpu_executor(1, isolation="auto")
+    ex = cpu_executor(1, isolation="auto", learn=False)
     lock = threading.Lock()
 
     def locked() -> None:  # a function of its own: warnings are said once per function

@@ -49,7 +49,11 @@ def interp(cpu_executor: Callable[..., rustpool.CpuExecutor]) -> Callable[..., r
 
 @pytest.fixture
 def auto(cpu_executor: Callable[..., rustpool.CpuExecutor]) -> Callable[..., rustpool.CpuExecutor]:
+    """Factory for isolation="auto" executors that do not learn (``learn=False``): these tests
+    are about auto's isolated side and its fallbacks; placement is tested in test_auto.py."""
+
     def factory(max_workers: int = 2, **kwargs: Any) -> rustpool.CpuExecutor:
+        kwargs.setdefault("learn", False)
         return cpu_executor(max_workers, isolation="auto", **kwargs)
 
     return factory
@@ -601,7 +605,7 @@ def test_a_function_that_imports_numpy_runs_once_and_its_next_calls_go_to_proces
     function's next calls run in worker processes."""
     pytest.importorskip("numpy", reason=NUMPY_REASON)
     trace = tmp_path / "trace"
-    ex = cpu_executor(1, isolation="auto")
+    ex = cpu_executor(1, isolation="auto", learn=False)  # auto's isolated side
     with pytest.raises(rustpool.WorkerUnsupported, match="was not run again") as excinfo:
         ex.submit(h.mark_then_import_numpy, str(trace)).result(WAIT)
     assert "numpy" in str(excinfo.value)

@@ -451,7 +451,7 @@ def test_auto_runs_timed_calls_in_processes_on_3_13(cpu_executor: Any) -> None:
 @pytest.mark.skipif(sys.version_info < (3, 13), reason="subinterpreters need CPython 3.13+")
 def test_auto_runs_calls_that_refuse_subinterpreters_in_processes(cpu_executor: Any) -> None:
     pytest.importorskip("numpy", reason="numpy (requirements-dev.txt): a module that refuses subinterpreters")
-    ex = cpu_executor(1, isolation="auto")
+    ex = cpu_executor(1, isolation="auto", learn=False)  # its isolated side (placement: test_auto.py)
     assert ex.isolation == "interpreter"
     # The first call began in a subinterpreter before its import failed: it is not run again.
     with pytest.raises(rustpool.WorkerUnsupported, match="not run again"):

@@ -44,6 +44,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 IsolationMode = Literal["auto", "thread", "interpreter", "process"]
+Mode = Literal["thread", "interpreter", "process"]
+"""Where a call runs, once ``"auto"`` has chosen (``CpuExecutor.isolation``, ``pin``, per-call
+``options(isolation=...)``)."""
 """Where ``run_cpu`` / ``CpuExecutor`` run Python code (see ``CpuExecutor``)."""
 FallbackPolicy = Literal["warn", "error"]
 """What ``isolation="auto"`` does with a call that cannot be isolated: run it on a thread of this
@@ -57,6 +60,8 @@ __all__ = [
     "CpuExecutor",
     "FallbackPolicy",
     "IsolationMode",
+    "Mode",
+    "Placement",
     "RemoteTraceback",
     "Settings",
     "ThreadExecutor",
@@ -67,6 +72,7 @@ __all__ = [
     "configure",
     "default_cpu_executor",
     "default_thread_executor",
+    "pin",
     "run_cpu",
     "settings",
     "to_thread",
@@ -381,6 +387,7 @@ class CpuExecutor(_PoolExecutor, Executor):
         max_tasks_per_child: int | None = None,
         isolation: IsolationMode = "auto",
         fallback: FallbackPolicy = "warn",
+        learn: bool = True,
         thread_name_prefix: str = "",
         max_memory_per_child: int | None = None,
         kill_on_cancel: bool = False,
@@ -404,6 +411,7 @@ class CpuExecutor(_PoolExecutor, Executor):
             kill_on_cancel,
             mp_context is not None,
             fallback,
+            learn,
         )
         # ProcessPoolExecutor's attributes, for code that reads them.
         self._max_workers = self._pool.max_workers
@@ -460,19 +468,32 @@ class CpuExecutor(_PoolExecutor, Executor):
         batches = ((fn, chunk) for chunk in _chunks(chunksize, calls))
         return _flatten(_results(submit, process_chunk, batches, timeout, buffersize))
 
-    def options(self, *, timeout: float | None = None) -> CallOptions:
+    def options(self, *, timeout: float | None = None, isolation: Mode | None = None) -> CallOptions:
         """This pool with per-call options: ``pool.options(timeout=5).submit(fn, x)``.
 
         ``timeout`` (seconds): a call still running after it has its worker process killed and
         raises ``TimeoutError`` (the time counts from when the call starts to run; the pool
         replaces the worker). Needs ``isolation="process"`` or ``"auto"`` (where such calls run
-        in processes). The options never reach ``fn``: its own arguments stay its own."""
-        return CallOptions(self, timeout)
+        in processes). ``isolation`` (``"thread"``, ``"interpreter"`` or ``"process"``): where
+        these calls run, whatever ``"auto"`` learnt for the function (a pool of a fixed mode
+        takes only its own). The options never reach ``fn``: its own arguments stay its own."""
+        return CallOptions(self, timeout, isolation)
+
+    def placements(self) -> dict[str, Placement]:
+        """Where ``isolation="auto"`` runs each function it has seen, and why (empty for the
+        fixed modes): ``{"module.function": {"isolation": "thread", "why": "sampled: ...",
+        "calls": 120, "samples": 2}}``. ``isolation`` is ``"sampling"`` while a sample runs and
+        ``"unplaced"`` before one could be read."""
+        return {
+            name: {"isolation": where, "why": why, "calls": calls, "samples": samples}
+            for name, where, why, calls, samples in self._pool.placements()
+        }
 
     @property
-    def isolation(self) -> Literal["thread", "interpreter", "process"]:
-        """The mode this pool runs in (``"auto"`` resolved)."""
-        mode: Literal["thread", "interpreter", "process"] = self._pool.isolation
+    def isolation(self) -> Mode:
+        """The mode this pool runs in (``"auto"`` resolved: where the functions it isolates run;
+        ``placements()`` tells where each runs)."""
+        mode: Mode = self._pool.isolation
         return mode
 
     def _describe(self) -> str:
@@ -483,16 +504,19 @@ class CallOptions:
     """A ``CpuExecutor`` with per-call options (made by ``CpuExecutor.options``): ``submit``,
     ``map``, ``run`` and ``amap`` as the executor's, each call with the options."""
 
-    def __init__(self, executor: CpuExecutor, timeout: float | None) -> None:
+    def __init__(self, executor: CpuExecutor, timeout: float | None, isolation: Mode | None = None) -> None:
         self._executor = executor
         self._timeout = timeout
-        # Checked now: a bad timeout is refused before any call is made.
+        self._isolation = isolation
+        # Checked now: a bad option is refused before any call is made.
         if timeout is not None:
             executor._pool.check_timeout(timeout)
+        if isolation is not None:
+            executor._pool.check_isolation(isolation, timeout is not None)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         f: Future[T] = Future()
-        self._executor._pool.submit(f, fn, args, kwargs, self._timeout)
+        self._executor._pool.submit(f, fn, args, kwargs, self._timeout, self._isolation)
         return f
 
     def map(
@@ -508,7 +532,7 @@ class CallOptions:
         return self._executor._map(self.submit, fn, iterables, timeout, chunksize, buffersize)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._executor._pool.run_timed(self._timeout, fn, args, kwargs)  # type: ignore[no-any-return]
+        return await self._executor._pool.run_timed(self._timeout, fn, args, kwargs, self._isolation)  # type: ignore[no-any-return]
 
     def amap(
         self,
@@ -518,11 +542,12 @@ class CallOptions:
         ordered: bool = True,
         limit: int | None = None,
     ) -> AsyncGenerator[T, None]:
-        pool, timeout = self._executor._pool, self._timeout
-        return _amap(lambda a: pool.run_timed(timeout, fn, a), iterables, ordered, limit, self._executor.max_workers)
+        pool, timeout, isolation = self._executor._pool, self._timeout, self._isolation
+        workers = self._executor.max_workers
+        return _amap(lambda a: pool.run_timed(timeout, fn, a, None, isolation), iterables, ordered, limit, workers)
 
     def __repr__(self) -> str:
-        return f"<rustpool.CallOptions timeout={self._timeout!r} of {self._executor!r}>"
+        return f"<rustpool.CallOptions timeout={self._timeout!r} isolation={self._isolation!r} of {self._executor!r}>"
 
 
 # The default pools behind to_thread and run_cpu, made on first use.
@@ -531,6 +556,39 @@ _default_thread: ThreadExecutor | None = None
 _default_cpu: CpuExecutor | None = None
 _thread_rs: BlockingPool | None = None
 _cpu_rs: CpuPool | None = None
+
+
+class Placement(TypedDict):
+    """Where ``isolation="auto"`` runs one function (``CpuExecutor.placements()``)."""
+
+    isolation: str
+    why: str
+    calls: int
+    samples: int
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pin(isolation: Mode) -> Callable[[F], F]:
+    """Decorator: under ``isolation="auto"`` this function always runs in ``isolation``, never
+    sampled (``@rustpool.pin("thread")`` for code you know releases the GIL). Pools of a fixed
+    mode ignore it. Read when a pool first sees the function."""
+    if isolation not in ("thread", "interpreter", "process"):
+        raise ValueError(f'pin names where to run: "thread", "interpreter" or "process", not {isolation!r}')
+    _rustpool.resolve_isolation(isolation)  # ValueError where this build lacks the mode
+
+    def pinned(fn: F) -> F:
+        try:
+            fn.__rustpool_isolation__ = isolation  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            raise TypeError(
+                f"rustpool.pin cannot mark {fn!r} (it takes no attributes): wrap it in a function, "
+                "or choose per call with pool.options(isolation=...)"
+            ) from None
+        return fn
+
+    return pinned
 
 
 class Settings(TypedDict):

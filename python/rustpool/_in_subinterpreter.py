@@ -15,6 +15,8 @@ __all__ = [
     "CpuExecutor",
     "FallbackPolicy",
     "IsolationMode",
+    "Mode",
+    "Placement",
     "RemoteTraceback",
     "Settings",
     "ThreadExecutor",
@@ -25,6 +27,7 @@ __all__ = [
     "configure",
     "default_cpu_executor",
     "default_thread_executor",
+    "pin",
     "run_cpu",
     "settings",
     "to_thread",
@@ -58,7 +61,17 @@ class CallOptions(ThreadExecutor):
 
 
 # Type aliases and the settings' type, as names only (nothing here takes them).
-IsolationMode = FallbackPolicy = str
-Settings = dict
+IsolationMode = FallbackPolicy = Mode = str
+Settings = Placement = dict
+
+
+def pin(isolation: str) -> Any:
+    """As rustpool.pin: a module that pins its functions at import loads in a worker too."""
+
+    def pinned(fn: Any) -> Any:
+        fn.__rustpool_isolation__ = isolation
+        return fn
+
+    return pinned
 
 to_thread = run_cpu = configure = settings = default_thread_executor = default_cpu_executor = _unavailable

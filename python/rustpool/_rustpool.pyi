@@ -74,7 +74,8 @@ class CpuPool:
     """The bounded CPU pool; ``isolation`` picks where the code runs (``"auto"`` is resolved).
 
     ``mp_context``: whether a multiprocessing context was given (it asks for worker processes);
-    ``fallback``: ``"warn"`` or ``"error"``, what ``"auto"`` does with a call it cannot isolate."""
+    ``fallback``: ``"warn"`` or ``"error"``, what ``"auto"`` does with a call it cannot isolate;
+    ``learn``: whether ``"auto"`` places each function from samples of its calls."""
 
     def __new__(
         cls,
@@ -88,6 +89,7 @@ class CpuPool:
         kill_on_cancel: bool = False,
         mp_context: bool = False,
         fallback: str = "warn",
+        learn: bool = True,
     ) -> CpuPool: ...
     def run(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> asyncio.Future[_T]: ...
     def run_timed(
@@ -96,9 +98,10 @@ class CpuPool:
         func: Callable[..., _T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None = None,
+        isolation: str | None = None,
     ) -> asyncio.Future[_T]:
         """``run`` with a timeout (seconds, None for none): past it the call's worker process is
-        killed and the future gets ``TimeoutError``."""
+        killed and the future gets ``TimeoutError``; ``isolation``: where the call must run."""
     def submit(
         self,
         future: Future[_T],
@@ -106,9 +109,14 @@ class CpuPool:
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None = None,
         timeout: float | None = None,
+        isolation: str | None = None,
     ) -> None: ...
     def check_timeout(self, timeout: float) -> None:
         """ValueError unless ``timeout`` is one this pool can honour."""
+    def check_isolation(self, isolation: str, timed: bool = False) -> None:
+        """ValueError unless this pool can run calls in ``isolation`` (with a timeout or not)."""
+    def placements(self) -> list[tuple[str, str, str, int, int]]:
+        """(function, isolation, why, calls, samples) for each function "auto" has seen."""
     @property
     def kill_on_cancel(self) -> bool: ...
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...

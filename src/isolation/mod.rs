@@ -1,6 +1,7 @@
 //! Isolation modes of the CPU pool. Each mode is one `Isolation`: it takes jobs and runs them
 //! where its mode says: threads of this interpreter, subinterpreters (3.13+), or processes.
 
+pub mod auto;
 pub mod fallback;
 #[cfg(Py_3_13)]
 pub mod interpreter;
@@ -32,6 +33,36 @@ pub trait Isolation: Send + Sync {
 }
 
 pub const MODES: &[&str] = &["thread", "interpreter", "process", "auto"];
+
+/// Where Python code runs, once "auto" is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Thread,
+    Interpreter,
+    Process,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Thread => "thread",
+            Mode::Interpreter => "interpreter",
+            Mode::Process => "process",
+        }
+    }
+
+    /// A mode this build has, by name ("auto" is not one: it chooses).
+    pub fn parse(name: &str) -> PyResult<Mode> {
+        match resolve(name)? {
+            _ if name == "auto" => Err(PyValueError::new_err(
+                "a call or a pin names where to run: \"thread\", \"interpreter\" or \"process\", not \"auto\"",
+            )),
+            "thread" => Ok(Mode::Thread),
+            "interpreter" => Ok(Mode::Interpreter),
+            _ => Ok(Mode::Process),
+        }
+    }
+}
 
 /// The mode that `name` stands for on this interpreter: "auto" is subinterpreters on 3.13+,
 /// worker processes before (with fallbacks for calls that cannot run there, see `cpu.rs`).

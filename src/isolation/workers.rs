@@ -161,7 +161,8 @@ impl Isolation for WorkerPool {
         if let Some(msg) = self.shared.broken.get() {
             return Err(broken_error(msg.clone()));
         }
-        if job.timeout.is_some() && self.shared.mode != "process" {
+        let wants_process = job.timeout.is_some() || job.force == Some(super::Mode::Process);
+        if wants_process && self.shared.mode != "process" {
             // Only a process can be stopped: "auto" runs such a call in its process fallback
             // (`CpuPool` refuses timeouts where there is none).
             if let Some(fallback) = &self.shared.fallback {

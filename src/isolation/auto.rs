@@ -1,0 +1,583 @@
+//! isolation="auto": each function runs where its calls run best, learnt from what they do.
+//!
+//! A function whose calls release the GIL (hashlib, zlib, numpy, C and Rust extensions) runs on
+//! the pool's threads: no pickling, no copies, arguments shared. One whose calls hold the GIL
+//! (pure Python) runs isolated: subinterpreters on 3.13+, processes before (and processes for
+//! what a subinterpreter cannot take: that is the isolated pool's own fallback).
+//!
+//! How a function is placed: its first call is its sample. It runs on a thread while a probe
+//! thread asks for the GIL again and again (every `PROBE_GAP`) and times each wait. Code that
+//! holds the GIL keeps the probe waiting until it lets go (the switch interval, 5 ms, or the
+//! end of the call); code that releases it lets the probe in within microseconds. The share of
+//! the sampled time the probe spent waiting is the verdict: above `HOLDS`, isolated; else
+//! threads. Other calls of the function wait for the verdict, which comes `EARLY` into a long
+//! sample or at its end. One sample runs at a time (the probe sees the whole process's GIL); a
+//! new function that arrives meanwhile runs isolated, unsampled. A sample too short to read
+//! (under `MIN_SPAN`) is taken again on the next call, `MAX_INCONCLUSIVE` times, then the
+//! function is isolated (the default before learning).
+//!
+//! A placed function is sampled again after `RESAMPLE_CALLS` calls (doubling while the verdict
+//! holds, up to `RESAMPLE_MAX`, and never sooner than `RESAMPLE_AFTER`), so a function whose
+//! behaviour depends on its arguments does not keep a wrong early placement. Pinned functions
+//! (`rustpool.pin`) and calls with a per-call isolation are never sampled. The table is read by
+//! `CpuExecutor.placements()`.
+
+use super::{Isolation, Mode};
+use crate::job::{Job, Work};
+use crate::lifecycle;
+use parking_lot::Mutex;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyCFunction, PyDict, PyTuple};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the probe sleeps between two requests for the GIL.
+const PROBE_GAP: Duration = Duration::from_micros(200);
+/// A sample shorter than this says nothing (the probe barely asked).
+const MIN_SPAN: Duration = Duration::from_micros(500);
+/// A sample this long (with a few probes) is read before the call ends.
+const EARLY: Duration = Duration::from_millis(5);
+const EARLY_PROBES: u32 = 3;
+/// Above this share of the sampled time spent waiting for the GIL, the function holds it.
+const HOLDS: f64 = 0.5;
+const MAX_INCONCLUSIVE: u32 = 3;
+const RESAMPLE_CALLS: u64 = 64;
+const RESAMPLE_MAX: u64 = 8192;
+const RESAMPLE_AFTER: Duration = Duration::from_millis(500);
+/// Functions remembered at most (then the table starts again).
+const TABLE_MAX: usize = 4096;
+
+/// Where a placed function's calls go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Threads,
+    Isolated,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not placed yet: the next call is sampled.
+    Unknown,
+    /// A sample runs; `before` is where the function was (a re-sample).
+    Sampling {
+        before: Option<Place>,
+    },
+    Placed(Place),
+    /// `rustpool.pin`: never sampled.
+    Pinned(Mode),
+}
+
+struct Entry {
+    /// The object whose address is the key (a code object, a builtin, a type), kept alive so
+    /// that the address cannot be reused.
+    _key: Py<PyAny>,
+    name: String,
+    state: State,
+    why: String,
+    calls: u64,
+    samples: u32,
+    inconclusive: u32,
+    /// Calls between two samples of a placed function, and the call count of the next one.
+    interval: u64,
+    next_sample: u64,
+    last_sample: Instant,
+    /// Calls that arrived while a sample ran: they go where its verdict says.
+    pending: Vec<Job>,
+}
+
+impl Entry {
+    fn due(&self) -> bool {
+        self.calls >= self.next_sample && self.last_sample.elapsed() >= RESAMPLE_AFTER
+    }
+}
+
+/// What a probe saw while a sampled call ran.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reading {
+    span: Duration,
+    waited: Duration,
+    probes: u32,
+}
+
+impl Reading {
+    fn held(&self) -> f64 {
+        if self.span.is_zero() {
+            return 0.0;
+        }
+        (self.waited.as_secs_f64() / self.span.as_secs_f64()).min(1.0)
+    }
+
+    fn verdict(&self) -> Option<Place> {
+        if self.span < MIN_SPAN || self.probes == 0 {
+            return None;
+        }
+        Some(if self.held() > HOLDS {
+            Place::Isolated
+        } else {
+            Place::Threads
+        })
+    }
+
+    fn why(&self, place: Place, isolated: &str) -> String {
+        let share = self.held() * 100.0;
+        let ms = self.span.as_secs_f64() * 1e3;
+        match place {
+            Place::Threads => format!(
+                "sampled: the GIL was free {:.0}% of a {ms:.1} ms call (it releases the GIL): threads, no pickling",
+                100.0 - share
+            ),
+            Place::Isolated => format!(
+                "sampled: the call held the GIL {share:.0}% of {ms:.1} ms (pure Python): {isolated}, in parallel"
+            ),
+        }
+    }
+}
+
+/// The probe's view of the sample in progress (shared with the sampled call).
+#[derive(Default)]
+struct Probe {
+    active: bool,
+    started: Option<Instant>,
+    waited: Duration,
+    probes: u32,
+    /// When the probe's current request for the GIL began (it may still be waiting).
+    asking_since: Option<Instant>,
+}
+
+impl Probe {
+    fn reading(&self, now: Instant) -> Reading {
+        let in_flight = self.asking_since.map_or(Duration::ZERO, |t| now - t);
+        Reading {
+            span: self.started.map_or(Duration::ZERO, |s| now - s),
+            waited: self.waited + in_flight,
+            probes: self.probes + u32::from(self.asking_since.is_some()),
+        }
+    }
+}
+
+struct Inner {
+    threads: Box<dyn Isolation>,
+    isolated: Box<dyn Isolation>,
+    isolated_mode: Mode,
+    table: Mutex<HashMap<usize, Entry>>,
+    /// A sample runs (one at a time).
+    sampling: AtomicBool,
+}
+
+#[derive(Clone)]
+pub struct Auto {
+    inner: Arc<Inner>,
+}
+
+static PROCESS_CHUNK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The function a call's placement is about: `CpuExecutor.map`'s batches run
+/// `_crossing.process_chunk(fn, chunk)`, which is about `fn`; a `functools.partial`, about the
+/// function it wraps.
+fn subject<'py>(
+    func: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = func.py();
+    let chunk = PROCESS_CHUNK.get_or_try_init(py, || {
+        super::workers::crossing(py)?
+            .getattr("process_chunk")
+            .map(Bound::unbind)
+    })?;
+    let mut f = if func.is(chunk.bind(py)) && !args.is_empty() {
+        args.get_item(0)?
+    } else {
+        func.clone()
+    };
+    let partial = py
+        .import(intern!(py, "functools"))?
+        .getattr(intern!(py, "partial"))?;
+    while f.is_instance(&partial)? {
+        f = f.getattr(intern!(py, "func"))?;
+    }
+    Ok(f)
+}
+
+/// The object that stands for `f` in the table: its code (functions, methods), itself
+/// (builtins), or its type (callable objects).
+fn key_object<'py>(f: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(code) = f.getattr_opt(intern!(f.py(), "__code__"))? {
+        return Ok(code);
+    }
+    if f.is_instance_of::<PyCFunction>() || f.is_instance_of::<pyo3::types::PyType>() {
+        return Ok(f.clone());
+    }
+    Ok(f.get_type().into_any())
+}
+
+impl Auto {
+    pub fn new(
+        threads: Box<dyn Isolation>,
+        isolated: Box<dyn Isolation>,
+        isolated_mode: Mode,
+    ) -> Self {
+        Auto {
+            inner: Arc::new(Inner {
+                threads,
+                isolated,
+                isolated_mode,
+                table: Mutex::new(HashMap::new()),
+                sampling: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// (function, where it runs, why, calls, samples) for every function seen.
+    pub fn placements(&self) -> Vec<(String, String, String, u64, u32)> {
+        let table = self.inner.table.lock();
+        let mut out: Vec<_> = table
+            .values()
+            .map(|e| {
+                let place = match e.state {
+                    State::Unknown => "unplaced".to_string(),
+                    State::Sampling { .. } => "sampling".to_string(),
+                    State::Placed(p) => self.inner.place_name(p).to_string(),
+                    State::Pinned(m) => m.name().to_string(),
+                };
+                (e.name.clone(), place, e.why.clone(), e.calls, e.samples)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Inner {
+    fn place_name(&self, place: Place) -> &'static str {
+        match place {
+            Place::Threads => Mode::Thread.name(),
+            Place::Isolated => self.isolated_mode.name(),
+        }
+    }
+
+    fn route(&self, py: Python<'_>, place: Place, job: Job) -> PyResult<()> {
+        match place {
+            Place::Threads => self.threads.submit(py, job),
+            Place::Isolated => self.isolated.submit(py, job),
+        }
+    }
+
+    fn route_mode(&self, py: Python<'_>, mode: Mode, mut job: Job) -> PyResult<()> {
+        if mode == Mode::Thread {
+            return self.threads.submit(py, job);
+        }
+        job.force = Some(mode);
+        self.isolated.submit(py, job)
+    }
+
+    /// Hand the calls that waited for a verdict to where it says. They were accepted already:
+    /// one that the pool cannot take any more (shut down meanwhile) fails with its error.
+    fn release(&self, py: Python<'_>, place: Place, pending: Vec<Job>) {
+        let pool = match place {
+            Place::Threads => &self.threads,
+            Place::Isolated => &self.isolated,
+        };
+        for job in pending {
+            if pool.is_shutdown() {
+                job.fail(
+                    py,
+                    pyo3::exceptions::PyRuntimeError::new_err(
+                        "cannot schedule new futures after shutdown",
+                    ),
+                );
+            } else if let Err(e) = pool.submit(py, job) {
+                e.write_unraisable(py, None);
+            }
+        }
+    }
+
+    /// Read a sample: `last` when its call has ended (then an unreadable sample counts as
+    /// inconclusive), else early, from the probe (only a clear reading counts then). Whether
+    /// the function is placed now.
+    fn decide(&self, py: Python<'_>, key: usize, reading: Reading, last: bool) -> bool {
+        let (place, pending) = {
+            let mut table = self.table.lock();
+            let Some(e) = table.get_mut(&key) else {
+                return false;
+            };
+            let State::Sampling { before } = e.state else {
+                return false; // read early already
+            };
+            let verdict = reading.verdict();
+            if !last && (verdict.is_none() || reading.span < EARLY || reading.probes < EARLY_PROBES)
+            {
+                return false;
+            }
+            let place = match verdict {
+                Some(place) => {
+                    e.samples += 1;
+                    e.inconclusive = 0;
+                    e.why = reading.why(place, self.isolated_mode.name());
+                    // The same verdict again: sample less often; a change: as often as at first.
+                    e.interval = if before == Some(place) {
+                        (e.interval * 2).min(RESAMPLE_MAX)
+                    } else {
+                        RESAMPLE_CALLS
+                    };
+                    place
+                }
+                None => {
+                    e.inconclusive += 1;
+                    if e.inconclusive < MAX_INCONCLUSIVE && before.is_none() {
+                        e.state = State::Unknown;
+                        e.why = "its calls were too short to read; sampling the next one".into();
+                        let pending = std::mem::take(&mut e.pending);
+                        drop(table);
+                        self.release(py, Place::Isolated, pending);
+                        return true;
+                    }
+                    e.samples += 1;
+                    e.why = before.map_or_else(
+                        || {
+                            format!(
+                                "its calls were too short to read (under {} ms): {}, the default",
+                                MIN_SPAN.as_secs_f64() * 1e3,
+                                self.isolated_mode.name()
+                            )
+                        },
+                        |_| e.why.clone(),
+                    );
+                    e.interval = RESAMPLE_MAX;
+                    before.unwrap_or(Place::Isolated)
+                }
+            };
+            e.state = State::Placed(place);
+            e.next_sample = e.calls + e.interval;
+            e.last_sample = Instant::now();
+            (place, std::mem::take(&mut e.pending))
+        };
+        self.release(py, place, pending);
+        true
+    }
+}
+
+impl Isolation for Auto {
+    fn submit(&self, py: Python<'_>, mut job: Job) -> PyResult<()> {
+        let inner = &self.inner;
+        if let Some(mode) = job.force {
+            return inner.route_mode(py, mode, job);
+        }
+        // A timed call needs a process (the isolated pool sends it there).
+        let Some(call) = job.call().filter(|_| job.timeout.is_none()) else {
+            return inner.isolated.submit(py, job);
+        };
+        let func = call.func.bind(py).clone();
+        let f = subject(&func, call.args.bind(py))?;
+        let key_obj = key_object(&f)?;
+        let key = key_obj.as_ptr() as usize;
+        let mut table = inner.table.lock();
+        if !table.contains_key(&key) {
+            if table.len() >= TABLE_MAX {
+                table.clear();
+            }
+            drop(table);
+            // Outside the lock: this runs Python (and may let the GIL go).
+            let pinned = match f.getattr_opt(intern!(py, "__rustpool_isolation__"))? {
+                Some(m) => Some(Mode::parse(&m.extract::<String>()?)?),
+                None => None,
+            };
+            let name = super::workers::crossing(py)?
+                .getattr(intern!(py, "_describe"))?
+                .call1((&f,))?
+                .extract::<String>()?;
+            table = inner.table.lock();
+            table.entry(key).or_insert_with(|| Entry {
+                _key: key_obj.unbind(),
+                name,
+                state: pinned.map_or(State::Unknown, State::Pinned),
+                why: pinned.map_or_else(String::new, |m| {
+                    format!("pinned to {:?} by rustpool.pin", m.name())
+                }),
+                calls: 0,
+                samples: 0,
+                inconclusive: 0,
+                interval: RESAMPLE_CALLS,
+                next_sample: 0,
+                last_sample: Instant::now(),
+                pending: Vec::new(),
+            });
+        }
+        let e = table.get_mut(&key).expect("inserted above");
+        e.calls += 1;
+        let place = match e.state {
+            State::Pinned(mode) => {
+                drop(table);
+                return inner.route_mode(py, mode, job);
+            }
+            State::Sampling { .. } => {
+                e.pending.push(job);
+                return Ok(());
+            }
+            State::Placed(place) if !e.due() => place,
+            State::Placed(_) | State::Unknown => {
+                let before = match e.state {
+                    State::Placed(p) => Some(p),
+                    _ => None,
+                };
+                if inner.sampling.swap(true, Ordering::AcqRel) {
+                    // Another function is being sampled: this call goes where this one is (or
+                    // isolated, the default), unsampled.
+                    before.unwrap_or(Place::Isolated)
+                } else {
+                    e.state = State::Sampling { before };
+                    drop(table);
+                    if let Work::Call(c) = &mut job.work {
+                        let sampler = Sampler {
+                            func: c.func.clone_ref(py),
+                            key,
+                            inner: inner.clone(),
+                            ran: AtomicBool::new(false),
+                        };
+                        c.func = Py::new(py, sampler)?.into_any();
+                    }
+                    let r = inner.threads.submit(py, job);
+                    if r.is_err() {
+                        inner.sampling.store(false, Ordering::Release);
+                        inner.decide(py, key, Reading::default(), true);
+                    }
+                    return r;
+                }
+            }
+        };
+        drop(table);
+        inner.route(py, place, job)
+    }
+
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
+        // Calls waiting for a verdict were accepted: they run isolated (or are cancelled).
+        let pending: Vec<Job> = {
+            let mut table = self.inner.table.lock();
+            table
+                .values_mut()
+                .flat_map(|e| std::mem::take(&mut e.pending))
+                .collect()
+        };
+        for job in pending {
+            if cancel_futures {
+                job.cancel(py);
+            } else {
+                self.inner.route(py, Place::Isolated, job)?;
+            }
+        }
+        let threads = self.inner.threads.shutdown(py, wait, cancel_futures);
+        self.inner.isolated.shutdown(py, wait, cancel_futures)?;
+        threads
+    }
+
+    fn is_shutdown(&self) -> bool {
+        self.inner.isolated.is_shutdown()
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        let (a, b) = self.inner.threads.counts();
+        let (c, d) = self.inner.isolated.counts();
+        (a + c, b + d)
+    }
+}
+
+/// A sampled call: runs the function while the probe watches the GIL, then places it.
+#[pyclass(module = "rustpool._rustpool", frozen)]
+pub struct Sampler {
+    func: Py<PyAny>,
+    key: usize,
+    inner: Arc<Inner>,
+    ran: AtomicBool,
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        // A sampled call that never ran (cancelled, or its pool shut down first): the sample
+        // ends unread, and the calls that waited for it go on.
+        if !self.ran.load(Ordering::Acquire) {
+            Python::attach(|py| {
+                self.inner.decide(py, self.key, Reading::default(), true);
+            });
+            self.inner.sampling.store(false, Ordering::Release);
+        }
+    }
+}
+
+#[pymethods]
+impl Sampler {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.ran.store(true, Ordering::Release);
+        let probe = Arc::new(Mutex::new(Probe {
+            active: true,
+            started: Some(Instant::now()),
+            ..Probe::default()
+        }));
+        start_probe(probe.clone(), self.inner.clone(), self.key);
+        let result = self.func.bind(py).call(args, kwargs).map(Bound::unbind);
+        let reading = {
+            let mut p = probe.lock();
+            p.active = false;
+            p.reading(Instant::now())
+        };
+        self.inner.decide(py, self.key, reading, true);
+        self.inner.sampling.store(false, Ordering::Release);
+        result
+    }
+}
+
+/// The probe thread of one sample: asks for the GIL every `PROBE_GAP` until the sample ends,
+/// timing each wait, and reads the sample early once it is clear.
+fn start_probe(probe: Arc<Mutex<Probe>>, inner: Arc<Inner>, key: usize) {
+    let watched = probe.clone();
+    let spawned = std::thread::Builder::new()
+        .name("rustpool-auto-probe".into())
+        .spawn(move || {
+            let Some(_live) = lifecycle::enter() else {
+                return;
+            };
+            loop {
+                {
+                    let mut p = probe.lock();
+                    if !p.active {
+                        return;
+                    }
+                    p.asking_since = Some(Instant::now());
+                }
+                let asked = Instant::now();
+                let stop = Python::attach(|py| {
+                    let waited = asked.elapsed();
+                    let reading = {
+                        let mut p = probe.lock();
+                        if !p.active {
+                            return true;
+                        }
+                        p.asking_since = None;
+                        p.waited += waited;
+                        p.probes += 1;
+                        p.reading(Instant::now())
+                    };
+                    // Once placed, stop asking: the sampled call runs on undisturbed.
+                    reading.span >= EARLY
+                        && reading.probes >= EARLY_PROBES
+                        && inner.decide(py, key, reading, false)
+                });
+                if stop || lifecycle::exiting() {
+                    return;
+                }
+                std::thread::sleep(PROBE_GAP);
+            }
+        });
+    if spawned.is_err() {
+        // No probe: the sample reads as too short, and the next call is sampled again.
+        watched.lock().active = false;
+    }
+}
