@@ -157,7 +157,9 @@ impl CpuPool {
         let fallback_prefix = format!("{thread_name_prefix}-fallback");
         // "auto" learns where each function runs, unless told not to or given an option that
         // only processes have.
+        // The probe reads another thread's CPU clock, which only Linux offers (`auto.rs`).
         let learns = learn
+            && cfg!(target_os = "linux")
             && auto
             && mode != "thread"
             && pickled_init.is_none()

@@ -25,7 +25,7 @@ import pytest
 import rustpool
 
 from . import proc_helpers as h
-from .conftest import WAIT, pickle_error, wait_until
+from .conftest import WAIT, pickle_error, run_script, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -422,7 +422,7 @@ def test_auto_with_a_process_option_picks_processes(cpu_executor: Any, option: s
 
 @pytest.mark.skipif(sys.version_info >= (3, 13), reason="3.13+: auto is subinterpreters (tests/test_interpreter.py)")
 def test_auto_is_processes_before_3_13(cpu_executor: Any) -> None:
-    ex = cpu_executor(1, isolation="auto")
+    ex = cpu_executor(1, isolation="auto", learn=False)  # where it isolates (placement: test_auto.py)
     assert ex.isolation == "process"
     assert ex.submit(h.pid).result(WAIT) != os.getpid()
 
@@ -615,3 +615,36 @@ def test_a_callable_object_crosses_with_its_state_at_each_call(proc: Any) -> Non
     assert ex.submit(adder, 1).result(WAIT) == 11
     assert ex.submit(h.add, 1, 2).result(WAIT) == 3
     assert ex.submit(h.add, 2, 2).result(WAIT) == 4
+
+
+def test_worker_processes_start_while_numpy_computes_on_another_thread(tmp_path: Path) -> None:
+    """Starting a worker runs none of this process's fork handlers: OpenBLAS's would shut its
+    thread pool down under a matrix product running on another thread, which then spins for
+    ever (seen with libc's fork(); Python's subprocess avoids the handlers too)."""
+    pytest.importorskip("numpy", reason="numpy (requirements-dev.txt): OpenBLAS registers a fork handler")
+    out = run_script(
+        tmp_path,
+        """
+        import threading
+        import numpy
+        import rustpool
+
+        stop = threading.Event()
+
+        def products():
+            a = numpy.ones((300, 300))
+            while not stop.is_set():
+                a @ a
+
+        t = threading.Thread(target=products, daemon=True)
+        t.start()
+        for _ in range(15):
+            with rustpool.CpuExecutor(2, isolation="process") as ex:
+                assert ex.submit(abs, -1).result(30) == 1
+        stop.set()
+        t.join(30)
+        print("numpy went on:", not t.is_alive())
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["numpy went on: True"]

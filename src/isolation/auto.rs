@@ -6,15 +6,18 @@
 //! what a subinterpreter cannot take: that is the isolated pool's own fallback).
 //!
 //! How a function is placed: its first call is its sample. It runs on a thread while a probe
-//! thread asks for the GIL again and again (every `PROBE_GAP`) and times each wait. Code that
-//! holds the GIL keeps the probe waiting until it lets go (the switch interval, 5 ms, or the
-//! end of the call); code that releases it lets the probe in within microseconds. The share of
-//! the sampled time the probe spent waiting is the verdict: above `HOLDS`, isolated; else
-//! threads. Other calls of the function wait for the verdict, which comes `EARLY` into a long
-//! sample or at its end. One sample runs at a time (the probe sees the whole process's GIL); a
-//! new function that arrives meanwhile runs isolated, unsampled. A sample too short to read
-//! (under `MIN_SPAN`) is taken again on the next call, `MAX_INCONCLUSIVE` times, then the
-//! function is isolated (the default before learning).
+//! thread takes the GIL from it now and then (`HOLD` in every `GAP` + `HOLD`) and reads the
+//! sampled thread's CPU clock at each edge: code that holds the GIL (pure Python) stops while
+//! the probe has it; code that releases it (a C or Rust routine) runs on. The probe's own waits
+//! for the GIL confirm it (see `Reading::verdict`). A machine saturated while the sample runs
+//! (worker processes starting on every core, say) can make GIL-releasing code read as holding
+//! it: the next sample, `RESAMPLE_CALLS` calls later, puts it right. Other calls of the function wait for the verdict, which comes after
+//! `EARLY_WINDOWS` windows (~5 ms) or at the end of the sample. One sample runs at a time (the
+//! probe takes the whole process's GIL); a new function that arrives meanwhile runs isolated,
+//! unsampled. A sample too short to read is taken again on the next call, `MAX_INCONCLUSIVE`
+//! times, then the function is isolated (the default before learning). While the probe holds
+//! the GIL the event loop waits too: sampling adds up to `HOLD` of loop lag per window, and
+//! slows a pure-Python sample by about a third.
 //!
 //! A placed function is sampled again after `RESAMPLE_CALLS` calls (doubling while the verdict
 //! holds, up to `RESAMPLE_MAX`, and never sooner than `RESAMPLE_AFTER`), so a function whose
@@ -35,15 +38,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long the probe sleeps between two requests for the GIL.
-const PROBE_GAP: Duration = Duration::from_micros(200);
-/// A sample shorter than this says nothing (the probe barely asked).
-const MIN_SPAN: Duration = Duration::from_micros(500);
-/// A sample this long (with a few probes) is read before the call ends.
-const EARLY: Duration = Duration::from_millis(5);
-const EARLY_PROBES: u32 = 3;
-/// Above this share of the sampled time spent waiting for the GIL, the function holds it.
-const HOLDS: f64 = 0.5;
+/// How long the probe holds the GIL in each window, and how long it leaves it between two.
+const HOLD: Duration = Duration::from_micros(500);
+const GAP: Duration = Duration::from_micros(1000);
+/// Less time than this with (or without) the GIL held says nothing.
+const MIN_HELD: Duration = Duration::from_micros(400);
+/// A sample is read before its call ends once this many windows are done.
+const EARLY_WINDOWS: u32 = 3;
+/// A thread that kept at least this share of its CPU rate while the GIL was taken from it
+/// runs without the GIL.
+const RUNS_ON: f64 = 0.5;
+/// A sampled thread that kept less than this share of its CPU rate while the probe had the GIL
+/// stopped on it.
+const STOPPED: f64 = 0.1;
+/// With the sampled thread stopped outright, a probe that waited this share of the sample
+/// found the GIL held too (a threaded BLAS that parks its calling thread leaves the GIL free).
+const WAITED_SOME: f64 = 0.05;
+/// A probe that waited for the GIL this share of the sample or more found it held.
+const WAITED: f64 = 0.3;
+/// A sampled thread that used less CPU than this share of the time even with the GIL free
+/// mostly waits (I/O, sleep).
+const MOSTLY_WAITS: f64 = 0.05;
 const MAX_INCONCLUSIVE: u32 = 3;
 const RESAMPLE_CALLS: u64 = 64;
 const RESAMPLE_MAX: u64 = 8192;
@@ -81,6 +96,8 @@ struct Entry {
     calls: u64,
     samples: u32,
     inconclusive: u32,
+    /// The last sample could not be read: sample the next call.
+    retry: bool,
     /// Calls between two samples of a placed function, and the call count of the next one.
     interval: u64,
     next_sample: u64,
@@ -91,71 +108,135 @@ struct Entry {
 
 impl Entry {
     fn due(&self) -> bool {
-        self.calls >= self.next_sample && self.last_sample.elapsed() >= RESAMPLE_AFTER
+        self.retry
+            || (self.calls >= self.next_sample && self.last_sample.elapsed() >= RESAMPLE_AFTER)
     }
 }
 
-/// What a probe saw while a sampled call ran.
+/// What a probe saw while a sampled call ran: how much CPU the sampled thread used while the
+/// probe held the GIL, against while it did not.
 #[derive(Clone, Copy, Debug, Default)]
 struct Reading {
     span: Duration,
-    waited: Duration,
-    probes: u32,
+    /// Wall time with the GIL held by the probe, and the sampled thread's CPU time meanwhile.
+    held: Duration,
+    cpu_held: Duration,
+    /// The same while the probe did not hold it.
+    free: Duration,
+    cpu_free: Duration,
+    /// Hold windows completed.
+    windows: u32,
+    /// Time the probe spent waiting to take the GIL (counted up to the end of the call if it
+    /// was still waiting): a call shorter than the switch interval that holds the GIL gives the
+    /// probe no window at all, only this wait.
+    waiting: Duration,
 }
 
 impl Reading {
-    fn held(&self) -> f64 {
-        if self.span.is_zero() {
-            return 0.0;
+    /// How fast the sampled thread ran while the GIL was taken from it, relative to while it
+    /// was not (1: not slowed at all, 0: stopped).
+    fn kept_running(&self) -> f64 {
+        let rate = |cpu: Duration, wall: Duration| cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+        let free = rate(self.cpu_free, self.free);
+        if free < MOSTLY_WAITS {
+            return 1.0; // it mostly waits (I/O, sleep): nothing to run in parallel
         }
-        (self.waited.as_secs_f64() / self.span.as_secs_f64()).min(1.0)
+        (rate(self.cpu_held, self.held) / free).min(1.0)
     }
 
+    /// The share of the sample the probe spent waiting for the GIL.
+    fn kept_waiting(&self) -> f64 {
+        (self.waiting.as_secs_f64() / self.span.as_secs_f64().max(1e-9)).min(1.0)
+    }
+
+    /// Isolated when the sampled thread stopped while the probe had the GIL, and either stopped
+    /// outright or also kept the probe waiting for the GIL a good share of the time. (A library
+    /// that computes on threads of its own, such as a threaded BLAS, may slow the calling
+    /// thread whatever the GIL does, but leaves the GIL free; the probe's waits alone are
+    /// noisy: it takes the GIL sooner from pure Python when other threads also ask for it.)
     fn verdict(&self) -> Option<Place> {
-        if self.span < MIN_SPAN || self.probes == 0 {
-            return None;
+        if self.windows > 0 && self.held >= MIN_HELD && self.free >= MIN_HELD {
+            let kept = self.kept_running();
+            let waited = self.kept_waiting();
+            let holds =
+                kept < RUNS_ON && (waited >= WAITED || (kept < STOPPED && waited >= WAITED_SOME));
+            return Some(if holds {
+                Place::Isolated
+            } else {
+                Place::Threads
+            });
         }
-        Some(if self.held() > HOLDS {
-            Place::Isolated
-        } else {
-            Place::Threads
-        })
+        // No window: the probe asked for the GIL and did not get it until the call ended.
+        (self.waiting >= MIN_HELD).then_some(Place::Isolated)
     }
 
     fn why(&self, place: Place, isolated: &str) -> String {
-        let share = self.held() * 100.0;
+        let kept = self.kept_running() * 100.0;
+        let waited = self.kept_waiting() * 100.0;
         let ms = self.span.as_secs_f64() * 1e3;
         match place {
             Place::Threads => format!(
-                "sampled: the GIL was free {:.0}% of a {ms:.1} ms call (it releases the GIL): threads, no pickling",
-                100.0 - share
+                "sampled ({ms:.1} ms): the GIL was free to take (waited {waited:.0}% of the time) and it ran on at {kept:.0}% while the GIL was taken from it (it releases the GIL): threads, no pickling"
+            ),
+            Place::Isolated if self.windows == 0 => format!(
+                "sampled ({ms:.1} ms): it kept the GIL from the probe for {:.1} ms (it holds the GIL): {isolated}, in parallel",
+                self.waiting.as_secs_f64() * 1e3
             ),
             Place::Isolated => format!(
-                "sampled: the call held the GIL {share:.0}% of {ms:.1} ms (pure Python): {isolated}, in parallel"
+                "sampled ({ms:.1} ms): it kept the GIL (the probe waited {waited:.0}% of the time) and stopped while the GIL was taken from it (ran at {kept:.0}%; it holds the GIL): {isolated}, in parallel"
             ),
         }
     }
 }
 
 /// The probe's view of the sample in progress (shared with the sampled call).
-#[derive(Default)]
 struct Probe {
     active: bool,
-    started: Option<Instant>,
-    waited: Duration,
-    probes: u32,
-    /// When the probe's current request for the GIL began (it may still be waiting).
+    started: Instant,
+    reading: Reading,
+    /// When the probe's current request for the GIL began (it may still wait).
     asking_since: Option<Instant>,
 }
 
 impl Probe {
-    fn reading(&self, now: Instant) -> Reading {
-        let in_flight = self.asking_since.map_or(Duration::ZERO, |t| now - t);
-        Reading {
-            span: self.started.map_or(Duration::ZERO, |s| now - s),
-            waited: self.waited + in_flight,
-            probes: self.probes + u32::from(self.asking_since.is_some()),
+    /// The reading so far, a request still waiting counted up to now.
+    fn reading_now(&self) -> Reading {
+        let now = Instant::now();
+        let mut r = self.reading;
+        if let Some(t) = self.asking_since {
+            r.waiting += now - t;
         }
+        r.span = now - self.started;
+        r
+    }
+}
+
+/// A thread's CPU-time clock, read from any thread (Linux's `pthread_getcpuclockid`; precise
+/// at every read, unlike the scheduler's statistics in /proc, which lag by up to a tick).
+struct CpuClock(libc::clockid_t);
+
+impl CpuClock {
+    /// The calling thread's clock (None where another thread cannot read it: not Linux).
+    fn of_this_thread() -> Option<CpuClock> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut clock: libc::clockid_t = 0;
+            (unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0)
+                .then_some(CpuClock(clock))
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    fn read(&self) -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if unsafe { libc::clock_gettime(self.0, &mut ts) } != 0 {
+            return Duration::ZERO;
+        }
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 }
 
@@ -308,8 +389,7 @@ impl Inner {
                 return false; // read early already
             };
             let verdict = reading.verdict();
-            if !last && (verdict.is_none() || reading.span < EARLY || reading.probes < EARLY_PROBES)
-            {
+            if !last && (verdict.is_none() || reading.windows < EARLY_WINDOWS) {
                 return false;
             }
             let place = match verdict {
@@ -327,12 +407,19 @@ impl Inner {
                 }
                 None => {
                     e.inconclusive += 1;
-                    if e.inconclusive < MAX_INCONCLUSIVE && before.is_none() {
-                        e.state = State::Unknown;
-                        e.why = "its calls were too short to read; sampling the next one".into();
+                    let stay = before.unwrap_or(Place::Isolated);
+                    if e.inconclusive < MAX_INCONCLUSIVE {
+                        // Unread (too short, or the probe got no CPU in time): the next call is
+                        // sampled again; meanwhile calls go where they went.
+                        e.state = before.map_or(State::Unknown, State::Placed);
+                        e.retry = true;
+                        if before.is_none() {
+                            e.why =
+                                "its calls were too short to read; sampling the next one".into();
+                        }
                         let pending = std::mem::take(&mut e.pending);
                         drop(table);
-                        self.release(py, Place::Isolated, pending);
+                        self.release(py, stay, pending);
                         return true;
                     }
                     e.samples += 1;
@@ -340,16 +427,17 @@ impl Inner {
                         || {
                             format!(
                                 "its calls were too short to read (under {} ms): {}, the default",
-                                MIN_SPAN.as_secs_f64() * 1e3,
+                                (GAP + HOLD).as_secs_f64() * 1e3,
                                 self.isolated_mode.name()
                             )
                         },
                         |_| e.why.clone(),
                     );
                     e.interval = RESAMPLE_MAX;
-                    before.unwrap_or(Place::Isolated)
+                    stay
                 }
             };
+            e.retry = false;
             e.state = State::Placed(place);
             e.next_sample = e.calls + e.interval;
             e.last_sample = Instant::now();
@@ -400,6 +488,7 @@ impl Isolation for Auto {
                 calls: 0,
                 samples: 0,
                 inconclusive: 0,
+                retry: false,
                 interval: RESAMPLE_CALLS,
                 next_sample: 0,
                 last_sample: Instant::now(),
@@ -516,17 +605,25 @@ impl Sampler {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         self.ran.store(true, Ordering::Release);
+        let Some(clock) = CpuClock::of_this_thread() else {
+            // Nothing to read: the sample reads as too short.
+            let result = self.func.bind(py).call(args, kwargs).map(Bound::unbind);
+            self.inner.decide(py, self.key, Reading::default(), true);
+            self.inner.sampling.store(false, Ordering::Release);
+            return result;
+        };
         let probe = Arc::new(Mutex::new(Probe {
             active: true,
-            started: Some(Instant::now()),
-            ..Probe::default()
+            started: Instant::now(),
+            reading: Reading::default(),
+            asking_since: None,
         }));
-        start_probe(probe.clone(), self.inner.clone(), self.key);
+        start_probe(probe.clone(), clock, self.inner.clone(), self.key);
         let result = self.func.bind(py).call(args, kwargs).map(Bound::unbind);
         let reading = {
             let mut p = probe.lock();
             p.active = false;
-            p.reading(Instant::now())
+            p.reading_now()
         };
         self.inner.decide(py, self.key, reading, true);
         self.inner.sampling.store(false, Ordering::Release);
@@ -534,9 +631,11 @@ impl Sampler {
     }
 }
 
-/// The probe thread of one sample: asks for the GIL every `PROBE_GAP` until the sample ends,
-/// timing each wait, and reads the sample early once it is clear.
-fn start_probe(probe: Arc<Mutex<Probe>>, inner: Arc<Inner>, key: usize) {
+/// The probe thread of one sample. It alternates a window without the GIL (`GAP`) and one with
+/// the GIL held (`HOLD`), reading the sampled thread's CPU clock at each edge: code that holds
+/// the GIL stops while the probe has it, code that releases it runs on. Once `EARLY_WINDOWS`
+/// windows say so clearly, it places the function and ends (the call then runs undisturbed).
+fn start_probe(probe: Arc<Mutex<Probe>>, clock: CpuClock, inner: Arc<Inner>, key: usize) {
     let watched = probe.clone();
     let spawned = std::thread::Builder::new()
         .name("rustpool-auto-probe".into())
@@ -545,35 +644,50 @@ fn start_probe(probe: Arc<Mutex<Probe>>, inner: Arc<Inner>, key: usize) {
                 return;
             };
             loop {
-                {
+                // With the GIL first: a short call that holds it keeps the probe waiting to its
+                // end (counted as `waiting`), which is a reading too.
+                probe.lock().asking_since = Some(Instant::now());
+                let stop = Python::attach(|_py| {
+                    {
+                        let mut p = probe.lock();
+                        if let Some(t) = p.asking_since.take() {
+                            p.reading.waiting += t.elapsed();
+                        }
+                    }
+                    let (t2, c2) = (Instant::now(), clock.read());
+                    std::thread::sleep(HOLD);
+                    let (t3, c3) = (Instant::now(), clock.read());
                     let mut p = probe.lock();
                     if !p.active {
-                        return;
+                        return true;
                     }
-                    p.asking_since = Some(Instant::now());
-                }
-                let asked = Instant::now();
-                let stop = Python::attach(|py| {
-                    let waited = asked.elapsed();
-                    let reading = {
-                        let mut p = probe.lock();
-                        if !p.active {
-                            return true;
-                        }
-                        p.asking_since = None;
-                        p.waited += waited;
-                        p.probes += 1;
-                        p.reading(Instant::now())
-                    };
-                    // Once placed, stop asking: the sampled call runs on undisturbed.
-                    reading.span >= EARLY
-                        && reading.probes >= EARLY_PROBES
-                        && inner.decide(py, key, reading, false)
+                    p.reading.held += t3 - t2;
+                    p.reading.cpu_held += c3.saturating_sub(c2);
+                    false
                 });
                 if stop || lifecycle::exiting() {
                     return;
                 }
-                std::thread::sleep(PROBE_GAP);
+                // Then without it.
+                let (t0, c0) = (Instant::now(), clock.read());
+                std::thread::sleep(GAP);
+                let (t1, c1) = (Instant::now(), clock.read());
+                let reading = {
+                    let mut p = probe.lock();
+                    if !p.active {
+                        return;
+                    }
+                    p.reading.free += t1 - t0;
+                    p.reading.cpu_free += c1.saturating_sub(c0);
+                    p.reading.windows += 1;
+                    p.reading_now()
+                };
+                // Once placed, stop: the sampled call runs on undisturbed.
+                if reading.windows >= EARLY_WINDOWS
+                    && Python::attach(|py| inner.decide(py, key, reading, false))
+                {
+                    return;
+                }
             }
         });
     if spawned.is_err() {

@@ -36,7 +36,10 @@ use pyo3::types::PyBytes;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+#[cfg(not(target_os = "linux"))]
+use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
+#[cfg(not(target_os = "linux"))]
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -89,7 +92,7 @@ struct Boot {
 }
 
 struct Child {
-    process: std::process::Child,
+    process: Proc,
     calls: io::PipeWriter,
     /// Read without blocking: a reply is waited for in `poll`, with the pidfd.
     replies: io::PipeReader,
@@ -156,39 +159,7 @@ impl Child {
         let (call_r, call_w) = io::pipe()?;
         let (reply_r, reply_w) = io::pipe()?;
         let (cr, rw) = (call_r.as_raw_fd(), reply_w.as_raw_fd());
-        #[cfg(target_os = "linux")]
-        let parent = std::process::id() as libc::pid_t;
-        let mut cmd = Command::new(&boot.argv[0]);
-        cmd.args(&boot.argv[1..]).stdin(Stdio::null());
-        unsafe {
-            cmd.pre_exec(move || {
-                // Only async-signal-safe calls here. Move both ends above fd 4 first: one of
-                // them may already be fd 3 or 4 (and `dup2(fd, fd)` would keep its close-on-exec
-                // flag). The child itself makes 3 and 4 non-inheritable once it runs.
-                let (a, b) = (
-                    libc::fcntl(cr, libc::F_DUPFD, 10),
-                    libc::fcntl(rw, libc::F_DUPFD, 10),
-                );
-                if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::close(a);
-                libc::close(b);
-                // Linux: die with the parent, even in the middle of a call. Elsewhere there is
-                // no such signal: the child ends at EOF on fd 3 (the parent's death closes the
-                // other end), so one busy in a long call outlives a killed parent until it ends.
-                #[cfg(target_os = "linux")]
-                {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                    if libc::getppid() != parent {
-                        // The parent died before the line above took effect.
-                        libc::_exit(1);
-                    }
-                }
-                Ok(())
-            });
-        }
-        let process = cmd.spawn()?;
+        let process = Proc::spawn(&boot.argv, cr, rw)?;
         #[cfg(not(target_os = "linux"))]
         drop(one_at_a_time);
         drop((call_r, reply_w));
@@ -506,6 +477,196 @@ impl Child {
         } = self;
         drop((calls, replies));
         let _ = process.wait();
+    }
+}
+
+/// A worker process, as `std::process::Child` would hold it (the same calls: `id`, `try_wait`,
+/// `kill`, `wait`), made without running this process's `pthread_atfork` handlers.
+///
+/// Why not `std::process::Command`: with a `pre_exec` it forks through libc's `fork()`, which
+/// runs every atfork handler registered in this process. OpenBLAS (numpy) registers one that
+/// shuts its thread pool down; run while a BLAS call computes on another thread (a numpy
+/// function that "auto" runs on a thread, say), it leaves that call spinning for ever. Python's
+/// own `subprocess` avoids them too (vfork). So on Linux the child is made by the raw `clone`
+/// syscall and runs only async-signal-safe calls before `execve`; elsewhere by
+/// `std::process::Command` (macOS has no `PR_SET_PDEATHSIG` to set in between anyway).
+struct Proc {
+    #[cfg(target_os = "linux")]
+    pid: libc::pid_t,
+    #[cfg(target_os = "linux")]
+    status: Option<std::process::ExitStatus>,
+    #[cfg(not(target_os = "linux"))]
+    child: std::process::Child,
+}
+
+impl Proc {
+    /// Start `argv` with `call_r` as its fd 3, `reply_w` as its fd 4 and /dev/null as stdin.
+    #[cfg(target_os = "linux")]
+    fn spawn(argv: &[String], call_r: RawFd, reply_w: RawFd) -> io::Result<Proc> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let cstr =
+            |b: &[u8]| CString::new(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+        // Everything the child needs is made here, before the fork: it must not allocate.
+        let args: Vec<CString> = argv
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<io::Result<_>>()?;
+        let env: Vec<CString> = std::env::vars_os()
+            .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+            .collect::<io::Result<_>>()?;
+        let mut argp: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        argp.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let devnull = std::fs::File::open("/dev/null")?;
+        let null_fd = devnull.as_raw_fd();
+        let parent = std::process::id() as libc::pid_t;
+        let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::sigemptyset(&mut empty) };
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::SIGCHLD as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // The child: async-signal-safe calls only, then exec (or _exit).
+            unsafe {
+                // Move both ends above fd 4 first: one may already be fd 3 or 4 (and
+                // `dup2(fd, fd)` would keep its close-on-exec flag). The worker makes 3 and 4
+                // non-inheritable once it runs.
+                let (a, b) = (
+                    libc::fcntl(call_r, libc::F_DUPFD, 10),
+                    libc::fcntl(reply_w, libc::F_DUPFD, 10),
+                );
+                if a < 0
+                    || b < 0
+                    || libc::dup2(a, 3) < 0
+                    || libc::dup2(b, 4) < 0
+                    || libc::dup2(null_fd, 0) < 0
+                {
+                    libc::_exit(126);
+                }
+                libc::close(a);
+                libc::close(b);
+                // Die with the parent, even in the middle of a call.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                if libc::getppid() != parent {
+                    libc::_exit(1); // the parent died before the line above took effect
+                }
+                libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                libc::execve(argp[0], argp.as_ptr(), envp.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        drop(devnull);
+        Ok(Proc {
+            pid: pid as libc::pid_t,
+            status: None,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn spawn(argv: &[String], call_r: RawFd, reply_w: RawFd) -> io::Result<Proc> {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).stdin(Stdio::null());
+        unsafe {
+            cmd.pre_exec(move || {
+                // Only async-signal-safe calls here (see the Linux spawn).
+                let (a, b) = (
+                    libc::fcntl(call_r, libc::F_DUPFD, 10),
+                    libc::fcntl(reply_w, libc::F_DUPFD, 10),
+                );
+                if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(a);
+                libc::close(b);
+                // No death signal here: the child ends at EOF on fd 3 (the parent's death
+                // closes the other end), so one busy in a long call outlives a killed parent
+                // until it ends.
+                Ok(())
+            });
+        }
+        Ok(Proc {
+            child: cmd.spawn()?,
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn reap(&mut self, flags: libc::c_int) -> io::Result<Option<std::process::ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        let mut raw = 0;
+        loop {
+            let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
+            if r == self.pid {
+                let status = std::process::ExitStatus::from_raw(raw);
+                self.status = Some(status);
+                return Ok(Some(status));
+            }
+            if r == 0 {
+                return Ok(None);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn try_wait(&mut self) -> io::Result<Option<std::process::ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn try_wait(&mut self) -> io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
+        self.reap(0)
+            .map(|s| s.expect("waitpid without WNOHANG returns a status"))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+
+    /// SIGKILL, unless it was reaped already (then its pid may be another process's).
+    #[cfg(target_os = "linux")]
+    fn kill(&mut self) -> io::Result<()> {
+        if self.status.is_none() && unsafe { libc::kill(self.pid, libc::SIGKILL) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn kill(&mut self) -> io::Result<()> {
+        self.child.kill()
     }
 }
 
