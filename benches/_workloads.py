@@ -42,3 +42,33 @@ def sha256_of(buf: bytes, salt: int) -> str:
     h = hashlib.sha256(salt.to_bytes(4, "little"))
     h.update(buf)
     return h.hexdigest()
+
+
+def matmul(n: int) -> float:
+    """numpy matrix products (small arguments): numpy releases the GIL in BLAS."""
+    import numpy
+
+    a = numpy.full((n, n), 0.5)
+    return float((a @ a @ a).sum())
+
+
+def json_crunch(doc: str) -> int:
+    """Parse a JSON document and total a field: the json module holds the GIL."""
+    import json
+
+    return sum(row["n"] for row in json.loads(doc)["rows"])
+
+
+def thumbnail(raw: bytes, size: int) -> int:
+    """Decode a square RGB image, make a thumbnail, encode it as JPEG (Pillow releases the GIL in
+    its resampling and codecs)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.frombytes("RGB", (size, size), raw)
+    img = img.resize((size // 2, size // 2), Image.Resampling.LANCZOS)
+    img.thumbnail((256, 256))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=85)
+    return len(out.getvalue())

@@ -135,13 +135,12 @@ struct Reading {
 impl Reading {
     /// How fast the sampled thread ran while the GIL was taken from it, relative to while it
     /// was not (1: not slowed at all, 0: stopped).
-    fn kept_running(&self) -> f64 {
+    /// None when the thread barely ran even with the GIL free to it: it waits on I/O or a
+    /// sleep, or on a GIL some other thread keeps (the probe's waits tell which).
+    fn kept_running(&self) -> Option<f64> {
         let rate = |cpu: Duration, wall: Duration| cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9);
         let free = rate(self.cpu_free, self.free);
-        if free < MOSTLY_WAITS {
-            return 1.0; // it mostly waits (I/O, sleep): nothing to run in parallel
-        }
-        (rate(self.cpu_held, self.held) / free).min(1.0)
+        (free >= MOSTLY_WAITS).then(|| (rate(self.cpu_held, self.held) / free).min(1.0))
     }
 
     /// The share of the sample the probe spent waiting for the GIL.
@@ -156,7 +155,15 @@ impl Reading {
     /// noisy: it takes the GIL sooner from pure Python when other threads also ask for it.)
     fn verdict(&self) -> Option<Place> {
         if self.windows > 0 && self.held >= MIN_HELD && self.free >= MIN_HELD {
-            let kept = self.kept_running();
+            let Some(kept) = self.kept_running() else {
+                // It barely ran: isolated if the GIL was kept from the probe too, else it waits
+                // on something else (threads lose nothing there).
+                return Some(if self.kept_waiting() >= WAITED {
+                    Place::Isolated
+                } else {
+                    Place::Threads
+                });
+            };
             let waited = self.kept_waiting();
             let holds =
                 kept < RUNS_ON && (waited >= WAITED || (kept < STOPPED && waited >= WAITED_SOME));
@@ -171,7 +178,7 @@ impl Reading {
     }
 
     fn why(&self, place: Place, isolated: &str) -> String {
-        let kept = self.kept_running() * 100.0;
+        let kept = self.kept_running().unwrap_or(0.0) * 100.0;
         let waited = self.kept_waiting() * 100.0;
         let ms = self.span.as_secs_f64() * 1e3;
         match place {
@@ -255,6 +262,7 @@ pub struct Auto {
 }
 
 static PROCESS_CHUNK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static PARTIAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The function a call's placement is about: `CpuExecutor.map`'s batches run
 /// `_crossing.process_chunk(fn, chunk)`, which is about `fn`; a `functools.partial`, about the
@@ -274,10 +282,14 @@ fn subject<'py>(
     } else {
         func.clone()
     };
-    let partial = py
-        .import(intern!(py, "functools"))?
-        .getattr(intern!(py, "partial"))?;
-    while f.is_instance(&partial)? {
+    let partial = PARTIAL
+        .get_or_try_init(py, || {
+            py.import("functools")?
+                .getattr("partial")
+                .map(Bound::unbind)
+        })?
+        .bind(py);
+    while f.is_instance(partial)? {
         f = f.getattr(intern!(py, "func"))?;
     }
     Ok(f)
@@ -389,6 +401,12 @@ impl Inner {
                 return false; // read early already
             };
             let verdict = reading.verdict();
+            if std::env::var_os("RUSTPOOL_DEBUG_SAMPLES").is_some() {
+                eprintln!(
+                    "rustpool sample {}: {reading:?} last={last} -> {verdict:?}",
+                    e.name
+                );
+            }
             if !last && (verdict.is_none() || reading.windows < EARLY_WINDOWS) {
                 return false;
             }
