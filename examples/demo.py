@@ -32,6 +32,7 @@ import os
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -297,6 +298,21 @@ ISOLATION_NOTE = {
 }
 
 
+def isolation_note() -> str:
+    """Footnote [a]: where run_cpu ran the work (for "auto", where it placed each function)."""
+    pool = rustpool.default_cpu_executor()
+    placed = pool.placements()
+    if not placed:
+        return ISOLATION_NOTE[pool.isolation]
+    where = ", ".join(f"{name.rsplit('.', 1)[-1]} on {p['isolation']}" for name, p in sorted(placed.items()))
+    text = (
+        'run_cpu\'s default, isolation="auto", placed each function from a sample of its first call '
+        f"(threads for code that releases the GIL, no pickling; {pool.isolation} for pure Python, in "
+        f"parallel): {where}."
+    )
+    return textwrap.fill(text, 96, initial_indent="[a] ", subsequent_indent="    ") + "\n"
+
+
 def print_table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Column 0 left-aligned, the others right-aligned."""
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -328,7 +344,7 @@ def show(t: Tables, elapsed: float) -> None:
         f"PPE({CORES}) = loop.run_in_executor(ProcessPoolExecutor({CORES})), warm; serial = in the loop's thread.\n"
         "vs X = X's median / rustpool's: above 1.0x rustpool is faster (lower latency, higher rate).\n"
         "Loop lag = p99 of how late a 1 ms asyncio.sleep ticker woke while the workload ran.\n"
-        + ISOLATION_NOTE[rustpool.default_cpu_executor().isolation]
+        + isolation_note()
         + "[b] each worker process hashes its own copy of the buffer; sending 8 MiB per call to a\n"
         "    process costs more.\n"
         f"[c] this ThreadPoolExecutor has {SLEEPS} workers: most of the gap to asyncio.to_thread is pool size\n"
