@@ -11,13 +11,16 @@
 //! the probe has it; code that releases it (a C or Rust routine) runs on. The probe's own waits
 //! for the GIL confirm it (see `Reading::verdict`). A machine saturated while the sample runs
 //! (worker processes starting on every core, say) can make GIL-releasing code read as holding
-//! it: the next sample, `RESAMPLE_CALLS` calls later, puts it right. Other calls of the function wait for the verdict, which comes after
-//! `EARLY_WINDOWS` windows (~5 ms) or at the end of the sample. One sample runs at a time (the
-//! probe takes the whole process's GIL); a new function that arrives meanwhile runs isolated,
-//! unsampled. A sample too short to read is taken again on the next call, `MAX_INCONCLUSIVE`
-//! times, then the function is isolated (the default before learning). While the probe holds
-//! the GIL the event loop waits too: sampling adds up to `HOLD` of loop lag per window, and
-//! slows a pure-Python sample by about a third.
+//! it: the next sample, `RESAMPLE_CALLS` calls later, puts it right.
+//!
+//! Other calls of the function wait for the verdict, which comes after `EARLY_WINDOWS` windows
+//! (5-30 ms: taking the GIL from pure Python waits up to the switch interval) or at the end of
+//! the sample. One sample runs at a time (the probe takes the whole process's GIL); a new
+//! function that arrives meanwhile runs where it would without learning, unsampled. A sample too
+//! short to read is taken again on the next call, `MAX_INCONCLUSIVE` times, then the function
+//! is isolated (the default before learning). While the probe holds the GIL the event loop
+//! waits too: sampling adds up to `HOLD` of loop lag per window (plus the switch interval when
+//! the sampled code holds the GIL), and slows a pure-Python sample by about a third.
 //!
 //! A placed function is sampled again after `RESAMPLE_CALLS` calls (doubling while the verdict
 //! holds, up to `RESAMPLE_MAX`, and never sooner than `RESAMPLE_AFTER`), so a function whose
