@@ -253,8 +253,10 @@ def _main_by_value() -> bool:
     return _loadable_main(sys.modules.get("__main__")) == ("", "")
 
 
-# The last answer of _loadable_main: (the __main__ module, its file's mtime) -> the answer.
-_main_seen: tuple[object, float | None, tuple[str, str]] | None = None
+# The last answer of _loadable_main: (the __main__ module, its file's path) -> the answer. It
+# is asked for every call that crosses, so it reads the file once, not on each call (a script
+# edited while it runs keeps the answer its file gave first).
+_main_seen: tuple[object, str | None, tuple[str, str]] | None = None
 
 
 def _loadable_main(main: object) -> tuple[str, str]:
@@ -267,17 +269,16 @@ def _loadable_main(main: object) -> tuple[str, str]:
     spec = getattr(main, "__spec__", None)
     name = spec.name if spec is not None and spec.name not in ("__main__", "__mp_main__") else ""
     path = getattr(spec, "origin", None) if name else getattr(main, "__file__", None)
-    if not path or not os.path.isfile(path):
-        return "", ""
-    try:
-        mtime: float | None = os.stat(path).st_mtime
-    except OSError:
-        mtime = None
     seen = _main_seen
-    if seen is not None and seen[0] is main and seen[1] == mtime:
+    if seen is not None and seen[0] is main and seen[1] == path:
         return seen[2]
-    answer = (name, "" if name else os.path.abspath(path)) if _has_main_guard(path) else ("", "")
-    _main_seen = (main, mtime, answer)
+    if not path or not os.path.isfile(path):
+        answer = ("", "")
+    elif _has_main_guard(path):
+        answer = (name, "" if name else os.path.abspath(path))
+    else:
+        answer = ("", "")
+    _main_seen = (main, path, answer)
     return answer
 
 
