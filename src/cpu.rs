@@ -164,9 +164,10 @@ impl CpuPool {
             && mode != "thread"
             && pickled_init.is_none()
             && only.first_given().is_none();
-        let learning_threads = learns.then(|| {
+        // A thread pool made on its first call: "auto" runs the functions it places on threads
+        // in one, and the calls that cannot be pickled in another (the process pool's fallback).
+        let lazy_threads = move |prefix: String| {
             let init = init.clone();
-            let prefix = format!("{thread_name_prefix}-thread");
             Lazy::new(move |py| {
                 let setup = thread_setup(py, &init.0, &init.1, &init.2);
                 Ok(
@@ -174,18 +175,11 @@ impl CpuPool {
                         as Box<dyn Isolation>,
                 )
             })
-        });
+        };
+        let learning_threads = learns.then(|| lazy_threads(format!("{thread_name_prefix}-thread")));
         // "auto" falls back to threads for calls that cannot be pickled.
         let thread_fallback = move |prefix: String| -> Fallback {
-            let init = init.clone();
-            let threads = Lazy::new(move |py| {
-                let setup = thread_setup(py, &init.0, &init.1, &init.2);
-                Ok(
-                    Box::new(ThreadIsolation::new(max_workers, prefix.clone(), setup)?)
-                        as Box<dyn Isolation>,
-                )
-            });
-            Fallback::to_threads(Box::new(threads), on_threads)
+            Fallback::to_threads(Box::new(lazy_threads(prefix)), on_threads)
         };
         let process_options = move || process::Options {
             initializer: pickled_init.clone(),
