@@ -57,26 +57,39 @@ def process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[
     return [fn(*args) for args in chunk]
 
 
-def _dumps(obj: object) -> bytes:
+def _dumps(obj: object, buffers: list[Any] | None = None) -> bytes:
     """Pickle protocol 5, then cloudpickle (lambdas, closures) when installed; raises the error of
     the last one tried. Where workers cannot load the caller's ``__main__``, cloudpickle first:
     it pickles what ``__main__`` defines by value (plain pickle would name it, and the worker
-    would not find it)."""
+    would not find it). With ``buffers``, big buffers go there, out of band."""
     if _main_by_value():
         try:
             import cloudpickle  # type: ignore[import-untyped]
         except ImportError:
             pass
         else:
-            return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
+            return cloudpickle.dumps(obj, 5, buffer_callback=_worker.keep_big(buffers))  # type: ignore[no-any-return]
     try:
-        return pickle.dumps(obj, 5)
+        return pickle.dumps(obj, 5, buffer_callback=_worker.keep_big(buffers))
     except (Exception, SystemExit) as first:  # PicklingError, AttributeError (local objects), TypeError
         try:
             import cloudpickle
         except ImportError:
             raise first from None
-        return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
+        if buffers:
+            buffers.clear()  # what the first try took out
+        return cloudpickle.dumps(obj, 5, buffer_callback=_worker.keep_big(buffers))  # type: ignore[no-any-return]
+
+
+def _pickler_by_value() -> type | None:
+    """cloudpickle's pickler where what ``__main__`` defines must cross by value, else None."""
+    if _main_by_value():
+        try:
+            import cloudpickle
+        except ImportError:
+            return None
+        return cloudpickle.Pickler  # type: ignore[no-any-return]
+    return None
 
 
 # Plain and builtin functions that pickle by name pickle to the same bytes every time: a burst
@@ -161,8 +174,11 @@ def _remembered(fn: Any) -> bytes | None:
     return fn_bytes
 
 
-def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bytes:
-    """A call for a worker: the pickled fn (length-prefixed), then the pickled ``(args, kwargs)``.
+def dumps_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
+) -> bytes | tuple[bytes, list[Any]]:
+    """A call for a worker: the pickled fn (length-prefixed), then the pickled ``(args, kwargs)``;
+    with the arguments' big buffers (``_worker.dumps_oob``) beside it when there are any.
 
     An error keeps its type (a PicklingError stays one, so does a TypeError for a lock), with a
     note naming what could not be sent."""
@@ -178,21 +194,27 @@ def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
         )
         raise
     try:
-        args_bytes = _dumps((args, kwargs or {}))
+        args_bytes, buffers = _worker.dumps_oob((args, kwargs or {}), _dumps, _pickler_by_value())
     except (Exception, SystemExit) as e:
         e.add_note(
             f"(raised while pickling the arguments of {_describe(fn)} to send them to an isolated worker: "
             "arguments and results cross as pickle bytes: pass data, not locks, sockets or open files)"
         )
         raise
-    return len(fn_bytes).to_bytes(4, "little") + fn_bytes + args_bytes
+    call = len(fn_bytes).to_bytes(4, "little") + fn_bytes + args_bytes
+    return (call, buffers) if buffers else call
 
 
-def decode(status: int, data: bytes, fn: object = None, mode: str = "interpreter") -> tuple[bool, Any]:
+def decode(
+    status: int, data: bytes, fn: object = None, mode: str = "interpreter", buffers: list[Any] | None = None
+) -> tuple[bool, Any]:
     """(True, exception) or (False, result) from a worker's reply to a call of ``fn`` made in a
-    worker of isolation ``mode``."""
+    worker of isolation ``mode``; ``buffers``: the result's out-of-band buffers (over shared
+    memory the result's views keep)."""
     if status == OK:
         try:
+            if buffers:
+                return False, _worker.loads_oob(data, [memoryview(b) for b in buffers])
             return False, pickle.loads(data)
         except KeyboardInterrupt:
             raise

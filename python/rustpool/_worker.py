@@ -19,8 +19,16 @@ failed. ``run(payload) -> (status, bytes)``; the statuses:
 
 In a worker process (``serve``), calls come as frames on fd 3 and replies go out on fd 4; both
 are made non-inheritable at start, and closed in a child forked by a call, so a grandchild never
-holds them. Call frame: ``CALL_MAGIC``, call id (u64), length (u32), then the payload. Reply
-frame: ``REPLY_MAGIC``, the same call id, length (u32), status (u8), then the bytes. A skip frame
+holds them. Call frame: ``CALL_MAGIC``, call id (u64), length (u32), then the body: a flags byte
+(2: the result's buffers may go to the reply arena; 1: the arenas follow: call arena id (u64), fd (i32), size (u64), reply arena id, fd, size),
+the number of out-of-band buffers (u32), the payload's length (u64), one entry per buffer (where
+(u8: 0 in this frame, after the payload; 1 in the call arena), offset (u64), length (u64)), the
+payload, then the buffers sent in the frame. Reply frame: ``REPLY_MAGIC``, the same call id,
+length (u32), status (u8), then the bytes; a status with ``WITH_BUFFERS`` set has a body instead:
+flags (1: a view of the call arena outlived the call), the reply arena's size now (u64), the
+number of buffers (u32), the bytes' length (u64), the entries, the bytes, the buffers sent in
+the frame. The arenas are memfds of the pool's process (``rustpool/src/isolation/shm.rs``),
+opened through ``/proc/<its pid>/fd``. A skip frame
 (``SKIP_MAGIC``, a call id, length 0) takes back a call written earlier: if it has not begun, it
 never does and its answer is ``SKIPPED`` (before a call begins, the worker reads every frame
 already written). The first frame (id 0) is the setup: the pickled ``(sys_path, main_name,
@@ -50,6 +58,8 @@ CALL_MAGIC = b"rpC1"
 REPLY_MAGIC = b"rpR1"
 SKIP_MAGIC = b"rpS1"
 CALL_HEADER = 16  # magic, id (u64), length (u32)
+# Set in a reply's status: a body with buffers follows (see the module docstring).
+WITH_BUFFERS = 0x80
 
 # The caller's __main__ (module name, file path), loaded on first need.
 _main: tuple[str, str] | None = None
@@ -109,18 +119,21 @@ def teardown() -> None:
         del info._track_dummy_thread_ref
 
 
-def _dumps(obj: object) -> bytes:
+def _dumps(obj: object, buffers: list[Any] | None = None) -> bytes:
     """Pickle protocol 5; cloudpickle when that fails and the caller's environment has it: an
     object of a class that came by value (defined in a ``__main__`` no worker may load) names a
     class this worker cannot look up, and goes back by value too (cloudpickle's class tracker
-    turns it back into the caller's own class)."""
+    turns it back into the caller's own class). With ``buffers``, big buffers go there, out of
+    band (``dumps_oob``)."""
     try:
-        return pickle.dumps(obj, 5)
+        return pickle.dumps(obj, 5, buffer_callback=keep_big(buffers))
     except Exception as first:
         try:
             import cloudpickle  # type: ignore[import-untyped]
 
-            return cloudpickle.dumps(obj, 5)  # type: ignore[no-any-return]
+            if buffers:
+                buffers.clear()  # what the first try took out
+            return cloudpickle.dumps(obj, 5, buffer_callback=keep_big(buffers))  # type: ignore[no-any-return]
         except Exception:
             raise first from None
 
@@ -148,12 +161,12 @@ def _load_fn(data: memoryview) -> Any:
     return fn
 
 
-def _loads(data: bytes | memoryview) -> Any:
+def _loads(data: bytes | memoryview, views: list[memoryview] | None = None) -> Any:
     try:
-        return pickle.loads(data)
+        return loads_oob(data, views)
     except (AttributeError, ModuleNotFoundError) as e:
         if ("__main__" in str(e) or "__mp_main__" in str(e)) and _load_main():
-            return pickle.loads(data)
+            return loads_oob(data, views)
         raise
 
 
@@ -201,15 +214,16 @@ def split(payload: bytes | memoryview) -> tuple[memoryview, memoryview]:
     return view[4 : 4 + n], view[4 + n :]
 
 
-def run(payload: bytes) -> tuple[int, bytes]:
-    """Run one call; ``(status, bytes)`` as the module docstring says."""
+def run(payload: bytes | memoryview, views: list[memoryview] | None = None) -> tuple[Any, ...]:
+    """Run one call whose out-of-band buffers are ``views``; ``(status, bytes)`` as the module
+    docstring says, or ``(OK, bytes, buffers)`` for a result with buffers out of band."""
     fn_bytes, args_bytes = split(payload)
     try:
         fn = _load_fn(fn_bytes)
     except BaseException as e:
         return UNLOADABLE, _reason(e)
     try:
-        args, kwargs = _loads(args_bytes)
+        args, kwargs = _loads(args_bytes, views)
     except BaseException as e:
         if _refuses_subinterpreters(e):
             return UNLOADABLE, _reason(e)  # a module of an argument's class refuses this worker
@@ -222,8 +236,10 @@ def run(payload: bytes) -> tuple[int, bytes]:
             # be run again elsewhere (a call runs at most once).
             return REFUSED, _reason(e)
         return _raised(e)
+    finally:
+        del args, kwargs  # their views over shared memory, before it is looked at again
     try:
-        return OK, _dumps(result)
+        data, bufs = dumps_oob(result, _dumps)
     except BaseException as e:
         what = f"{type(result).__module__}.{type(result).__qualname__}"
         return _raised(
@@ -233,6 +249,215 @@ def run(payload: bytes) -> tuple[int, bytes]:
                 " it could not be pickled to be sent back)",
             )
         )
+    return (OK, data, bufs) if bufs else (OK, data)
+
+
+# --- out-of-band buffers ---------------------------------------------------------------------------
+#
+# Buffers of at least OOB_MIN bytes leave the pickle stream (protocol 5): the side that sends gets
+# them as a list (contiguous byte buffers, sent without a copy into the stream) and the side that
+# receives hands the same number of views to ``loads_oob``. numpy arrays (and anything else whose
+# ``__reduce_ex__(5)`` makes a ``pickle.PickleBuffer``) come out through ``buffer_callback``; exact
+# ``bytes`` and ``bytearray`` never reach a reducer, so a call that holds big ones (looked for a few
+# levels deep: ``_holds_big``) is pickled by ``_IdPickler``, which takes them out by persistent id;
+# so are memoryviews, which plain pickle refuses.
+
+
+def _threshold() -> int:
+    raw = os.environ.get("RUSTPOOL_OOB_THRESHOLD", "").strip()
+    if not raw:
+        return 64 * 1024
+    try:
+        n = int(raw, 0)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise ValueError(
+            f"RUSTPOOL_OOB_THRESHOLD={raw!r}: expected a whole number of bytes of at least 1"
+            " (buffers this big or bigger cross out of band; the default is 65536)"
+        )
+    return n
+
+
+OOB_MIN = _threshold()
+_LEAVES = frozenset((int, float, str, bool, type(None), complex))
+# How many objects ``_holds_big`` looks at, at most, and how deep.
+_SCAN_BUDGET = 256
+_SCAN_DEPTH = 4
+
+
+def _holds_big(obj: object) -> bool:
+    """Whether ``obj`` holds, within a few levels of containers and instance attributes, a
+    ``bytes`` or ``bytearray`` of at least ``OOB_MIN`` bytes, or a memoryview."""
+    stack = [(obj, _SCAN_DEPTH)]
+    budget = _SCAN_BUDGET
+    while stack and budget > 0:
+        x, depth = stack.pop()
+        budget -= 1
+        t = type(x)
+        if t in _LEAVES:
+            continue
+        if t is bytes or t is bytearray:
+            if len(x) >= OOB_MIN:  # type: ignore[arg-type]
+                return True
+            continue
+        if t is memoryview:
+            return True
+        if depth == 0:
+            continue
+        if t is tuple or t is list or t is set or t is frozenset:
+            items: Any = x
+        elif t is dict:
+            items = x.values()  # type: ignore[attr-defined]
+        else:
+            try:
+                items = object.__getattribute__(x, "__dict__")
+            except Exception:
+                continue
+            if type(items) is not dict:
+                continue
+            items = items.values()
+        for i, item in enumerate(items):
+            if i >= _SCAN_BUDGET:
+                break
+            stack.append((item, depth - 1))
+    return False
+
+
+_PICKLERS: dict[type, type] = {}
+
+
+def _id_pickler(base: type) -> type:
+    """``base`` (``pickle.Pickler`` or cloudpickle's) that takes big buffers out by persistent id."""
+    cls = _PICKLERS.get(base)
+    if cls is None:
+
+        def persistent_id(self: Any, obj: object) -> object:
+            t = type(obj)
+            if t is bytes or t is bytearray:
+                if len(obj) < OOB_MIN:  # type: ignore[arg-type]
+                    return None
+                self.oob.append(obj)
+                return ("b" if t is bytes else "a", len(self.oob) - 1)
+            if t is memoryview:
+                mv: memoryview = obj  # type: ignore[assignment]
+                if mv.nbytes < OOB_MIN:
+                    return ("M", mv.tobytes(), mv.format, mv.shape, mv.readonly)
+                self.oob.append(mv.cast("B") if mv.c_contiguous else mv.tobytes())
+                return ("m", len(self.oob) - 1, mv.format, mv.shape, mv.readonly)
+            if t is pickle.PickleBuffer:
+                try:
+                    raw = obj.raw()  # type: ignore[attr-defined]
+                except BufferError:
+                    return None  # not contiguous: in band, as plain pickle does
+                if raw.nbytes < OOB_MIN:
+                    return None
+                self.oob.append(raw)
+                return ("p", len(self.oob) - 1, raw.readonly)
+            return None
+
+        cls = type("_IdPickler", (base,), {"persistent_id": persistent_id})
+        _PICKLERS[base] = cls
+    return cls
+
+
+def keep_big(bufs: list[Any] | None) -> Any:
+    """A ``buffer_callback`` that takes out (into ``bufs``) the buffers of at least ``OOB_MIN``
+    bytes; None without ``bufs``."""
+    if bufs is None:
+        return None
+
+    def keep(pb: pickle.PickleBuffer) -> bool:
+        try:
+            raw = pb.raw()
+        except BufferError:
+            return True
+        if raw.nbytes < OOB_MIN:
+            return True
+        bufs.append(raw)
+        return False
+
+    return keep
+
+
+def dumps_oob(obj: object, dumps: Any, by: type | None = None) -> tuple[bytes, list[Any]]:
+    """``(pickle, buffers)``: ``obj`` pickled (protocol 5) with its buffers of at least
+    ``OOB_MIN`` bytes left out, in the order ``loads_oob`` takes them back. ``dumps(obj, bufs)``
+    pickles when nothing needs persistent ids; ``by`` is the pickler class (pickle's, or
+    cloudpickle's for what crosses by value) that ``_IdPickler`` extends otherwise."""
+    bufs: list[Any] = []
+    if not _holds_big(obj):
+        return dumps(obj, bufs), bufs
+    import io
+
+    f = io.BytesIO()
+    p = _id_pickler(by or pickle.Pickler)(f, 5, buffer_callback=keep_big(bufs))
+    p.oob = bufs
+    try:
+        p.dump(obj)
+    except Exception as first:
+        if by is not None:
+            raise
+        try:
+            import cloudpickle  # type: ignore[import-untyped]
+        except ImportError:
+            raise first from None
+        return dumps_oob(obj, dumps, cloudpickle.Pickler)
+    return f.getvalue(), bufs
+
+
+class _IdUnpickler(pickle.Unpickler):
+    views: list[memoryview]
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind = pid[0]
+        if kind == "M":
+            return _shaped(memoryview(bytearray(pid[1])), pid[2], pid[3], pid[4])
+        view = self.views[pid[1]]
+        if kind == "b":
+            return bytes(view)
+        if kind == "a":
+            return bytearray(view)
+        if kind == "m":
+            return _shaped(view, pid[2], pid[3], pid[4])
+        if kind == "p":
+            return view.toreadonly() if pid[2] else view
+        raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
+
+
+def _shaped(view: memoryview, fmt: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
+    try:
+        view = view.cast("B").cast(fmt, shape)
+    except (TypeError, ValueError):
+        pass  # a format memoryview.cast does not take: its bytes
+    return view.toreadonly() if readonly else view
+
+
+def loads_oob(data: bytes | memoryview, views: list[memoryview] | None) -> Any:
+    """What ``dumps_oob`` pickled, its buffers given back as ``views``."""
+    if not views:
+        return pickle.loads(data)
+    import io
+
+    u = _IdUnpickler(io.BytesIO(data), buffers=views)
+    u.views = views
+    return u.load()
+
+
+def lend(raw: memoryview) -> memoryview:
+    """A view of ``raw`` for a call: every view made from it (a numpy array over it, a slice)
+    holds ``raw`` exported, so ``take_back`` can tell whether one outlived the call."""
+    return memoryview(pickle.PickleBuffer(raw))
+
+
+def take_back(raw: memoryview) -> bool:
+    """True once no view made by ``lend`` from ``raw`` is alive any more (the memory under it may
+    then be written again); False while one is (kept by the call's function, say)."""
+    try:
+        raw.release()
+    except BufferError:
+        return False
+    return True
 
 
 # --- worker processes ----------------------------------------------------------------------------
@@ -276,6 +501,103 @@ def _close_pipes_in_forked_child(rfd: int, wfd: int) -> None:
     os.register_at_fork(after_in_child=close)
 
 
+class _Arenas:
+    """A worker process's view of its shared memory: the call arena (written by the pool, read
+    here through views lent to each call) and the reply arena (written here)."""
+
+    def __init__(self) -> None:
+        import mmap
+
+        self._mmap = mmap.mmap
+        self.parent = os.getppid()
+        self.call_id = 0
+        self.call_root: memoryview | None = None
+        self.reply_id = 0
+        self.reply_fd = -1
+        self.reply_size = 0
+        self.reply_map: Any = None
+
+    def _open(self, fd: int) -> int:
+        return os.open(f"/proc/{self.parent}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+
+    def told(self, call: tuple[int, int, int], reply: tuple[int, int, int]) -> None:
+        """The pool names the arenas (id, its fd, size) the next calls use."""
+        cid, cfd, csize = call
+        if cid != self.call_id or (self.call_root is not None and len(self.call_root) != csize):
+            # The old call arena's mapping stays while a view kept by a call still shows it.
+            self.call_root = None
+            self.call_id = cid
+            if cfd >= 0 and csize > 0:
+                fd = self._open(cfd)
+                try:
+                    self.call_root = memoryview(self._mmap(fd, csize))
+                finally:
+                    os.close(fd)
+        rid, rfd, rsize = reply
+        if rid != self.reply_id:
+            self.drop_reply()
+            self.reply_id = rid
+            if rfd >= 0:
+                self.reply_fd = self._open(rfd)
+                self.reply_size = rsize
+                if rsize:
+                    self.reply_map = self._mmap(self.reply_fd, rsize)
+
+    def drop_reply(self) -> None:
+        if self.reply_map is not None:
+            self.reply_map.close()
+            self.reply_map = None
+        if self.reply_fd >= 0:
+            os.close(self.reply_fd)
+            self.reply_fd = -1
+        self.reply_size = 0
+
+    def call_views(self, where: list[tuple[int, int, int]], inline: memoryview) -> list[memoryview]:
+        """The raw views of a call's buffers (in the call arena, or in its frame)."""
+        raws = []
+        for kind, off, n in where:
+            if kind == 1:
+                if self.call_root is None:
+                    raise ValueError("a call names a call arena this worker was not given")
+                raws.append(self.call_root[off : off + n])
+            else:
+                raws.append(inline[off : off + n])
+        return raws
+
+    def write_reply(self, bufs: list[Any]) -> list[tuple[int, int, int]] | None:
+        """Copy a result's buffers to the reply arena (grown as needed); their entries, or None
+        when they must go in the frame (no arena, or no room for it: the pipe then carries them)."""
+        if self.reply_fd < 0:
+            return None
+        entries = []
+        off = 0
+        for b in bufs:
+            n = memoryview(b).nbytes
+            entries.append((1, off, n))
+            off = _aligned(off + n)
+        if off > self.reply_size:
+            size = max(1 << 20, 1 << (off - 1).bit_length())
+            try:
+                os.posix_fallocate(self.reply_fd, 0, size)
+            except OSError:
+                return None  # no room (a full machine, a file size limit): the pipe
+            if self.reply_map is not None:
+                self.reply_map.close()
+            self.reply_map = self._mmap(self.reply_fd, size)
+            self.reply_size = size
+        m = self.reply_map
+        for (_, at, n), b in zip(entries, bufs, strict=True):
+            m[at : at + n] = b if type(b) is not memoryview or b.format == "B" else b.cast("B")
+        return entries
+
+
+_ALIGN = 64
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
 def serve(rfd: int = 3, wfd: int = 4) -> None:
     """The worker process's loop: frames in on ``rfd``, replies out on ``wfd``, until EOF."""
     import select
@@ -292,10 +614,15 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
     spin_until = 0.0
     reply_header = struct.Struct("<4sQIB")
     call_header = struct.Struct("<4sQI")
+    arenas_desc = struct.Struct("<QiQQiQ")
+    counts = struct.Struct("<IQ")
+    entry = struct.Struct("<BQQ")
+    reply_body = struct.Struct("<BQIQ")
+    arenas = _Arenas()
 
     # Calls read and not run yet, and the ids the pool took back (a skip frame: the awaiting side
     # cancelled a call that was already written to this worker before it began).
-    pending: list[tuple[int, bytes]] = []
+    pending: list[tuple[int, bytearray]] = []
     skipped: set[int] = set()
 
     def read_available() -> bool:
@@ -328,10 +655,12 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
                 os._exit(70)
             if len(buf) < CALL_HEADER + length:
                 return
-            pending.append((call_id, bytes(buf[CALL_HEADER : CALL_HEADER + length])))
+            with memoryview(buf) as whole:
+                # Writable: a numpy array sent in the frame arrives writable, as its caller's was.
+                pending.append((call_id, bytearray(whole[CALL_HEADER : CALL_HEADER + length])))
             del buf[: CALL_HEADER + length]
 
-    def next_call() -> tuple[int, bytes] | None:
+    def next_call() -> tuple[int, bytearray] | None:
         """The next call (waiting for one), once every frame already written is read: a skip
         written before the call begins is always seen. None at EOF."""
         while True:
@@ -344,11 +673,7 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
             if clock() >= spin_until:
                 select.select([rfd], [], [])
 
-    def send(call_id: int, status: int, data: bytes) -> None:
-        if len(data) > 0xFFFFFFFF:  # frames carry a 32-bit length
-            err = ValueError(f"the pickled result is {len(data)} bytes; a worker process returns at most 4 GiB")
-            status, data = RAISED, pickle.dumps((err, ""), 5)
-        out = memoryview(reply_header.pack(REPLY_MAGIC, call_id, len(data), status) + data)
+    def write(out: memoryview) -> None:
         try:
             while out:
                 out = out[os.write(wfd, out) :]
@@ -356,6 +681,77 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
             # The pool let this worker go before it read the reply (or, in a forked child of a
             # call, the pipe is closed): nothing to answer to.
             os._exit(0)
+
+    def send(call_id: int, status: int, data: bytes) -> None:
+        if len(data) > 0xFFFFFFFF:  # frames carry a 32-bit length
+            err = ValueError(f"the pickled result is {len(data)} bytes; a worker process returns at most 4 GiB")
+            status, data = RAISED, pickle.dumps((err, ""), 5)
+        write(memoryview(reply_header.pack(REPLY_MAGIC, call_id, len(data), status) + data))
+
+    def send_with_buffers(
+        call_id: int, status: int, data: bytes, bufs: list[Any], pinned: bool, reply_free: bool
+    ) -> None:
+        where = (arenas.write_reply(bufs) if reply_free else None) if bufs else []
+        inline: list[Any] = []
+        if where is None:
+            where, off = [], 0
+            for b in bufs:
+                n = memoryview(b).nbytes
+                where.append((0, off, n))
+                inline.append(b)
+                off = _aligned(off + n)
+        head = bytearray(reply_body.pack(int(pinned), arenas.reply_size, len(where), len(data)))
+        for w in where:
+            head += entry.pack(*w)
+        head += data
+        size = len(head) + (_aligned(where[-1][1] + where[-1][2]) if inline else 0)
+        if size > 0xFFFFFFFF:
+            err = ValueError(f"the pickled result is {size} bytes; a worker process returns at most 4 GiB")
+            status, data, bufs, where, inline = RAISED, pickle.dumps((err, ""), 5), [], [], []
+            head = bytearray(reply_body.pack(int(pinned), arenas.reply_size, 0, len(data))) + data
+            size = len(head)
+        write(memoryview(reply_header.pack(REPLY_MAGIC, call_id, size, status | WITH_BUFFERS) + head))
+        for (_, off, n), b in zip(where if inline else [], inline, strict=True):
+            write(memoryview(b).cast("B") if memoryview(b).format != "B" else memoryview(b))
+            pad = _aligned(off + n) - off - n
+            if pad:
+                write(memoryview(bytes(pad)))
+
+    def run_call(call_id: int, body: bytearray) -> None:
+        view = memoryview(body)
+        reply_free = bool(view[0] & 2)
+        try:
+            pos = 1
+            if view[0] & 1:
+                cid, cfd, csize, rid, rfd_, rsize = arenas_desc.unpack_from(view, 1)
+                arenas.told((cid, cfd, csize), (rid, rfd_, rsize))
+                pos += arenas_desc.size
+            nbuf, n = counts.unpack_from(view, pos)
+            pos += counts.size
+            where = [entry.unpack_from(view, pos + i * entry.size) for i in range(nbuf)]
+            pos += nbuf * entry.size
+            raws = arenas.call_views(where, view[pos + n :])
+        except Exception as e:  # the pool's shared memory could not be opened: say so
+            err = RuntimeError(f"the worker process could not take the call's buffers: {e!r}")
+            send(call_id, RAISED, pickle.dumps((err, ""), 5))
+            return
+        if not nbuf:
+            status, data, *more = run(view[pos : pos + n])
+            if more:
+                send_with_buffers(call_id, status, data, more[0], False, reply_free)
+            else:
+                send(call_id, status, data)
+            return
+        status, data, *more = run(view[pos : pos + n], [lend(r) for r in raws])
+        pinned = False
+        for r, (kind, _, _) in zip(raws, where, strict=True):
+            if not take_back(r) and kind == 1:
+                pinned = True
+        del raws
+        if more or pinned:
+            send_with_buffers(call_id, status, data, more[0] if more else [], pinned, reply_free)
+        else:
+            send(call_id, status, data)
 
     first = next_call()
     if first is None:
@@ -372,10 +768,9 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
         call_id, payload = call
         if call_id in skipped:
             skipped.discard(call_id)
-            status, data = SKIPPED, b""
+            send(call_id, SKIPPED, b"")
         else:
-            status, data = run(payload)
-        send(call_id, status, data)
+            run_call(call_id, payload)
         spin_until = clock() + _SPIN
 
 

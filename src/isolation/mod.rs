@@ -7,6 +7,7 @@ pub mod fallback;
 pub mod interpreter;
 pub mod lazy;
 pub mod process;
+pub mod shm;
 pub mod thread;
 pub mod workers;
 

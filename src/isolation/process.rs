@@ -27,6 +27,7 @@
 //! Latency: the worker thread spins briefly on the reply pipe and the child on the call pipe
 //! before either sleeps, so a short call costs no thread wake-up on either side.
 
+use super::shm::{self, next_offset, Arena, Memory, Piece, KEEP};
 use super::workers::{
     crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
     WorkerPool, BROKEN, CANCELLED, CRASHED, PANICKED, RECHECK_AFTER, TIMED_OUT, UNLOADABLE,
@@ -66,6 +67,17 @@ const CHECKED_LENGTH: usize = 16 << 20;
 const READ_AHEAD: usize = 64 << 20;
 /// A small call goes out in one write with its header.
 const ONE_WRITE: usize = 64 << 10;
+/// Set in a reply's status byte: the reply has a body with buffers (see `Child::unpack`).
+const WITH_BUFFERS: i64 = 0x80;
+/// In a call's flags: the arenas are described (call arena id, fd, size; reply arena id, fd,
+/// size: 40 bytes follow).
+const DESCRIBED: u8 = 1;
+/// In a call's flags: the child may write this call's result buffers to the reply arena (no
+/// view here shows it, and no earlier reply may still use it).
+const REPLY_FREE: u8 = 2;
+/// Reply arenas a result here still shows, kept to be taken again once free; beyond these, such
+/// an arena is let go (its memory goes with the last view of it).
+const MAX_SPARE: usize = 2;
 
 /// Held from a child's pipes to its start where std makes a pipe with `pipe` and only then marks
 /// it close-on-exec (macOS has no `pipe2`): a child forked by another worker thread in between
@@ -108,6 +120,16 @@ struct Child {
     next_id: u64,
     /// Calls it has answered.
     tasks: usize,
+    /// Shared memory for big buffers (`shm`): the arena calls' buffers are written to (made by
+    /// the first call that has some), and whether the child said a view there outlived a call
+    /// (then it is never written again: the next call takes a new one).
+    call_arena: Option<Arena>,
+    call_pinned: bool,
+    /// The arena the child writes results' buffers to, and arenas a result here still shows.
+    reply_arena: Option<Arena>,
+    spare: Vec<Arena>,
+    /// What the child was last told: (call arena id, its size, reply arena id).
+    told: (u64, usize, u64),
 }
 
 /// A call written to the child behind the one it runs, with a flag raised once its awaiting side
@@ -175,9 +197,205 @@ impl Child {
             front: None,
             next_id: 0,
             tasks: 0,
+            call_arena: None,
+            call_pinned: false,
+            reply_arena: Arena::new(0).ok(),
+            spare: Vec::new(),
+            told: (0, 0, 0),
         };
         child.send(&boot.first_frame)?;
         Ok(child)
+    }
+
+    /// Send a call with its out-of-band buffers: into the call arena (copied here, without the
+    /// GIL), or in the frame when there is no arena or no room for one.
+    fn send_call(&mut self, payload: &[u8], buffers: &[&[u8]]) -> io::Result<()> {
+        let mut table: Vec<(u8, usize, usize)> = Vec::with_capacity(buffers.len());
+        let mut inline = false;
+        if !buffers.is_empty() {
+            let need = buffers.iter().fold(0, |off, b| next_offset(off, b.len()));
+            inline = !self.call_arena_ready(need);
+            let mut off = 0;
+            for b in buffers {
+                if !inline {
+                    self.call_arena.as_ref().expect("ready").write(off, b);
+                }
+                table.push((u8::from(!inline), off, b.len()));
+                off = next_offset(off, b.len());
+            }
+        }
+        self.ready_reply_arena();
+        let mut flags = 0;
+        if self.unanswered.is_empty() && self.reply_arena.is_some() {
+            flags |= REPLY_FREE;
+        }
+        let call = self
+            .call_arena
+            .as_ref()
+            .map_or((0, -1, 0), |a| (a.id, a.fd(), a.size()));
+        let reply = self
+            .reply_arena
+            .as_ref()
+            .map_or((0, -1, 0), |a| (a.id, a.fd(), a.size()));
+        let described = self.told != (call.0, call.2, reply.0);
+        if described {
+            flags |= DESCRIBED;
+            self.told = (call.0, call.2, reply.0);
+        }
+        let mut body = Vec::with_capacity(64 + table.len() * 17 + payload.len());
+        body.push(flags);
+        if described {
+            for (id, fd, size) in [call, reply] {
+                body.extend_from_slice(&id.to_le_bytes());
+                body.extend_from_slice(&fd.to_le_bytes());
+                body.extend_from_slice(&(size as u64).to_le_bytes());
+            }
+        }
+        body.extend_from_slice(&(table.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        for (kind, off, len) in &table {
+            body.push(*kind);
+            body.extend_from_slice(&(*off as u64).to_le_bytes());
+            body.extend_from_slice(&(*len as u64).to_le_bytes());
+        }
+        body.extend_from_slice(payload);
+        let in_frame = if inline {
+            table.last().map_or(0, |(_, off, len)| next_offset(*off, *len))
+        } else {
+            0
+        };
+        let len = u32::try_from(body.len() + in_frame)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a call over 4 GiB"))?;
+        let id = self.next_id;
+        let head = frame_header(CALL_MAGIC, id, len);
+        if body.len() <= ONE_WRITE {
+            body.splice(0..0, head);
+            self.calls.write_all(&body)?;
+        } else {
+            self.calls.write_all(&head)?;
+            self.calls.write_all(&body)?;
+        }
+        if inline {
+            let zeros = [0u8; shm::ALIGN];
+            for (b, (_, off, len)) in buffers.iter().zip(&table) {
+                self.calls.write_all(b)?;
+                self.calls.write_all(&zeros[..next_offset(*off, *len) - off - len])?;
+            }
+        }
+        self.next_id += 1;
+        self.unanswered.push_back(id);
+        Ok(())
+    }
+
+    /// Whether the call arena can take `need` bytes now (made, replaced or grown as needed).
+    fn call_arena_ready(&mut self, need: usize) -> bool {
+        if std::mem::take(&mut self.call_pinned) {
+            // The child still shows the old one: never written again (its memory goes with the
+            // child's view of it).
+            self.call_arena = None;
+        }
+        if self.call_arena.is_none() {
+            self.call_arena = Arena::new(0).ok();
+        }
+        self.call_arena
+            .as_mut()
+            .is_some_and(|a| a.grow(need).is_ok())
+    }
+
+    /// Before a call: a reply arena no view here shows (the current one, a free spare, or a
+    /// new one), and none kept bigger than `KEEP`.
+    fn ready_reply_arena(&mut self) {
+        let Some(cur) = &self.reply_arena else { return };
+        if !cur.pinned() && cur.size() <= KEEP {
+            return;
+        }
+        let old = self.reply_arena.take().expect("checked above");
+        if old.pinned() {
+            self.spare.push(old);
+        }
+        self.spare.retain(|a| a.pinned() || a.size() <= KEEP);
+        self.reply_arena = match self.spare.iter().position(|a| !a.pinned()) {
+            Some(i) => Some(self.spare.swap_remove(i)),
+            None => Arena::new(0).ok(),
+        };
+        while self.spare.len() > MAX_SPARE {
+            self.spare.remove(0);
+        }
+    }
+
+    /// After a call: an arena bigger than `KEEP` is given back.
+    fn trim_arenas(&mut self) {
+        if self.call_arena.as_ref().is_some_and(|a| a.size() > KEEP) {
+            self.call_arena = None;
+        }
+    }
+
+    /// A reply's status, bytes and out-of-band buffers. A reply with `WITH_BUFFERS` in its
+    /// status has a body: flags (1: a view of the call arena outlived the call), the reply
+    /// arena's size (u64), the number of buffers (u32), the bytes' length (u64), one entry per
+    /// buffer (where (u8: 0 in the frame, 1 in the reply arena), offset (u64), length (u64)), the
+    /// bytes, then the buffers sent in the frame. Err: a body that does not hold together.
+    fn unpack(&mut self, status: i64, data: Vec<u8>) -> Result<(i64, Vec<u8>, Vec<Piece>), String> {
+        if status & WITH_BUFFERS == 0 {
+            return Ok((status, data, Vec::new()));
+        }
+        let status = status & !WITH_BUFFERS;
+        let bad = |what: &str| malformed(&format!("its buffers {what}"));
+        let u64_at = |d: &[u8], at: usize| {
+            d.get(at..at + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        };
+        if data.len() < 21 {
+            return Err(bad("are cut short"));
+        }
+        if data[0] & 1 != 0 {
+            self.call_pinned = true;
+        }
+        let reply_size = u64_at(&data, 1).expect("checked");
+        let n = u32::from_le_bytes(data[9..13].try_into().expect("4 bytes")) as usize;
+        let len = u64_at(&data, 13).expect("checked");
+        let table_end = n
+            .checked_mul(17)
+            .and_then(|t| t.checked_add(21))
+            .filter(|&t| t <= data.len())
+            .ok_or_else(|| bad("are cut short"))?;
+        let bytes_end = table_end
+            .checked_add(len)
+            .filter(|&e| e <= data.len())
+            .ok_or_else(|| bad("are cut short"))?;
+        let mut table = Vec::with_capacity(n);
+        for i in 0..n {
+            let at = 21 + i * 17;
+            let off = u64_at(&data, at + 1).expect("checked");
+            let len = u64_at(&data, at + 9).expect("checked");
+            table.push((data[at], off, len));
+        }
+        if table.iter().any(|(kind, ..)| *kind == 1) {
+            let arena = self
+                .reply_arena
+                .as_mut()
+                .ok_or_else(|| bad("name a reply arena it was not given"))?;
+            arena
+                .adopt(reply_size)
+                .map_err(|e| bad(&format!("could not be mapped ({e})")))?;
+        }
+        let bytes = data[table_end..bytes_end].to_vec();
+        let in_frame = table
+            .iter()
+            .any(|(kind, ..)| *kind == 0)
+            .then(|| Arc::new(Memory::heap(data)));
+        let mut pieces = Vec::with_capacity(n);
+        for (kind, off, len) in table {
+            let piece = match (kind, &in_frame) {
+                (0, Some(mem)) => off
+                    .checked_add(bytes_end)
+                    .and_then(|at| Piece::new(mem, at, len)),
+                (1, _) => self.reply_arena.as_ref().and_then(|a| a.piece(off, len)),
+                _ => None,
+            };
+            pieces.push(piece.ok_or_else(|| bad("lie outside the memory they name"))?);
+        }
+        Ok((status, bytes, pieces))
     }
 
     /// Send one frame (the setup is id 0, calls count up from 1).
@@ -379,9 +597,10 @@ impl Child {
                 "it answers call {id} where call {awaited} was awaited"
             )));
         }
-        let known = matches!(status, 0 | 1 | UNLOADABLE)
+        let plain = status & !WITH_BUFFERS;
+        let known = matches!(plain, 0 | 1 | UNLOADABLE)
             || (id == 0 && status == BROKEN)
-            || (id != 0 && status == CANCELLED);
+            || (id != 0 && plain == CANCELLED);
         if !known {
             return Parsed::Malformed(malformed(&format!("unknown status {status}")));
         }
@@ -926,10 +1145,13 @@ fn run_some(
     let mut later: Vec<Later> = Vec::new();
     for task in claimed.iter().take(room) {
         let Some(payload) = &task.payload else { break };
-        if sent > 0 && (bytes + payload.len() > PIPELINE_BYTES || task.job.cancel_seen()) {
+        // A call with buffers goes alone: the call arena holds one call's at a time.
+        let alone = !task.buffers.is_empty();
+        if sent > 0 && (alone || bytes + payload.len() > PIPELINE_BYTES || task.job.cancel_seen())
+        {
             break;
         }
-        if c.send(payload).is_err() {
+        if c.send_call(payload, &task.buffer_slices()).is_err() {
             break;
         }
         if sent > 0 {
@@ -942,6 +1164,9 @@ fn run_some(
         }
         sent += 1;
         bytes += payload.len();
+        if alone {
+            break;
+        }
     }
     if sent == 0 {
         // Nothing could be sent: the child is gone.
@@ -1017,12 +1242,14 @@ fn run_some(
                 return;
             }
         };
-        let task = claimed.pop_front().expect("sent calls are queued");
+        let mut task = claimed.pop_front().expect("sent calls are queued");
         shared.timed(began.elapsed());
         began = Instant::now();
+        let reply = reply.and_then(|(status, data)| c.unpack(status, data).map_err(Some));
         match reply {
-            Ok((status, data)) => {
+            Ok((status, data, pieces)) => {
                 c.tasks += 1;
+                task.returned = pieces;
                 done.push((task, status, data));
             }
             Err(malformed) => {
@@ -1034,6 +1261,7 @@ fn run_some(
             }
         }
     }
+    c.trim_arenas();
     let spent = boot.options.max_tasks.is_some_and(|m| c.tasks >= m);
     let too_big = boot
         .options

@@ -6,6 +6,7 @@
 //! broken).
 
 use super::fallback::Fallback;
+use super::shm::Piece;
 use super::{broken_error, Isolation};
 use crate::handoff::Handoff;
 use crate::job::{panic_error, Job};
@@ -13,6 +14,7 @@ use crate::lifecycle;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyString};
@@ -69,7 +71,44 @@ pub fn crossing(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 pub struct Task {
     /// The pickled call; None for the panic test probe.
     pub payload: Option<Vec<u8>>,
+    /// Its out-of-band buffers (the big ones: `rustpool._worker.dumps_oob`), held (and their
+    /// objects alive) until the call is settled; read without the GIL.
+    pub buffers: Vec<PyBuffer<u8>>,
+    /// The result's out-of-band buffers, once a worker replied with some.
+    pub returned: Vec<Piece>,
     pub job: Job,
+}
+
+impl Task {
+    /// The bytes of each out-of-band buffer.
+    pub fn buffer_slices(&self) -> Vec<&[u8]> {
+        self.buffers
+            .iter()
+            // SAFETY: each buffer is C-contiguous (checked when taken) and held by the task.
+            .map(|b| unsafe { std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes()) })
+            .collect()
+    }
+}
+
+/// A call's pickle and out-of-band buffers from what `dumps_call` returned.
+fn call_parts(encoded: &Bound<'_, PyAny>) -> PyResult<(Vec<u8>, Vec<PyBuffer<u8>>)> {
+    if let Ok(bytes) = encoded.cast::<PyBytes>() {
+        return Ok((bytes.as_bytes().to_vec(), Vec::new()));
+    }
+    let (bytes, list): (Bound<'_, PyBytes>, Vec<Bound<'_, PyAny>>) = encoded.extract()?;
+    let buffers = list
+        .iter()
+        .map(|b| {
+            let buf = PyBuffer::<u8>::get(b)?;
+            if !buf.is_c_contiguous() {
+                return Err(PyValueError::new_err(
+                    "an out-of-band buffer that is not contiguous",
+                ));
+            }
+            Ok(buf)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((bytes.as_bytes().to_vec(), buffers))
 }
 
 pub struct Shared {
@@ -175,6 +214,7 @@ impl Isolation for WorkerPool {
                 "cannot schedule new futures after shutdown",
             ));
         }
+        let mut buffers = Vec::new();
         let payload = match job.call() {
             None => None,
             Some(call) => {
@@ -194,10 +234,9 @@ impl Isolation for WorkerPool {
                     ))
                 });
                 let func = call.func.clone_ref(py);
-                match (encoded, &self.shared.fallback) {
-                    (Ok(bytes), _) => {
-                        let bytes = bytes.cast_into::<PyBytes>()?;
-                        let len = bytes.as_bytes().len();
+                match (encoded.and_then(|e| call_parts(&e)), &self.shared.fallback) {
+                    (Ok((bytes, bufs)), _) => {
+                        let len = bytes.len();
                         if self.shared.mode == "process" && u32::try_from(len).is_err() {
                             // Frames to a worker process carry a 32-bit length.
                             job.fail(py, PyValueError::new_err(format!(
@@ -205,7 +244,8 @@ impl Isolation for WorkerPool {
                             )));
                             return Ok(());
                         }
-                        Some(bytes.as_bytes().to_vec())
+                        buffers = bufs;
+                        Some(bytes)
                     }
                     // "auto": a call that cannot cross runs in the next mode instead (said
                     // aloud, or refused, when that is a thread of this process).
@@ -235,7 +275,12 @@ impl Isolation for WorkerPool {
             let Some(tx) = tx.as_ref() else {
                 return Err(refused());
             };
-            let task = Task { payload, job };
+            let task = Task {
+                payload,
+                buffers,
+                returned: Vec::new(),
+                job,
+            };
             // A worker spinning idle with nothing queued: give the call to it alone (sending on
             // the queue would also wake a sleeping worker, which then races it).
             direct = self.shared.rx.is_empty()
@@ -453,7 +498,7 @@ impl lifecycle::Pool for Shared {
 
 /// Settle a call's future from its reply (main GIL held).
 pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: Vec<u8>) {
-    let Task { job, .. } = task;
+    let Task { job, returned, .. } = task;
     match status {
         PANICKED => {
             let msg = String::from_utf8_lossy(&data).into_owned();
@@ -494,8 +539,12 @@ pub fn deliver(py: Python<'_>, shared: &Shared, task: Task, status: i64, data: V
         }
     }
     let decoded = crossing(py).and_then(|c| {
+        let buffers = returned
+            .into_iter()
+            .map(|p| p.into_py(py))
+            .collect::<PyResult<Vec<_>>>()?;
         c.getattr("decode")?
-            .call1((status, PyBytes::new(py, &data), func, shared.mode))?
+            .call1((status, PyBytes::new(py, &data), func, shared.mode, buffers))?
             .extract::<(bool, Py<PyAny>)>()
     });
     let result = match decoded {
