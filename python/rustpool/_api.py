@@ -244,9 +244,7 @@ class ThreadExecutor(_PoolExecutor, _cf_thread.ThreadPoolExecutor):
             max_workers = DEFAULT_MAX_THREADS
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix or f"ThreadExecutor-{next(_counter)}"
-        self._pool = BlockingPool(
-            max_workers, keep_alive, self._thread_name_prefix, initializer, tuple(initargs)
-        )
+        self._pool = BlockingPool(max_workers, keep_alive, self._thread_name_prefix, initializer, tuple(initargs))
 
     def map(
         self,

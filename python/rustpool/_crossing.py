@@ -245,16 +245,16 @@ def decode(
         return True, WorkerUnsupported(
             f"{_describe(fn)} imported a module that cannot run in a subinterpreter: {reason}. The call "
             "was not run again (what it did before the import may have happened); under "
-            "isolation=\"auto\" the next calls of it run in worker processes, else use isolation=\"process\""
+            'isolation="auto" the next calls of it run in worker processes, else use isolation="process"'
         )
     if mode == "process":
         return True, WorkerUnsupported(
-            f"{_describe(fn)} cannot be loaded in a worker process (isolation=\"process\"): {reason}. "
+            f'{_describe(fn)} cannot be loaded in a worker process (isolation="process"): {reason}. '
             "Worker processes import it by name: it must be importable from the caller's sys.path"
         )
     return True, WorkerUnsupported(
-        f"{_describe(fn)} cannot run in a subinterpreter (isolation=\"interpreter\"): "
-        f"{reason}. Use isolation=\"process\" (or \"auto\", which falls back by itself)"
+        f'{_describe(fn)} cannot run in a subinterpreter (isolation="interpreter"): '
+        f'{reason}. Use isolation="process" (or "auto", which falls back by itself)'
     )
 
 
@@ -369,10 +369,10 @@ def thread_fallback(fn: object, why: BaseException | str, strict: bool) -> None:
         fix = "Make it importable by the workers: define it in a module on the caller's sys.path"
     warnings.warn(
         ThreadFallbackWarning(
-            f"{_describe(fn)} cannot run in an isolated worker, so isolation=\"auto\" runs it on a "
+            f'{_describe(fn)} cannot run in an isolated worker, so isolation="auto" runs it on a '
             f"thread of this process, where pure-Python code does not run in parallel. Why: "
-            f"{reason[:500]}. {fix}; or choose isolation=\"thread\" (no warning); "
-            "fallback=\"error\" makes this an error."
+            f'{reason[:500]}. {fix}; or choose isolation="thread" (no warning); '
+            'fallback="error" makes this an error.'
         ),
         stacklevel=_callers_level(),
     )
@@ -398,7 +398,7 @@ def refuse_while_loading_main() -> None:
         raise RuntimeError(
             "a rustpool worker is loading the caller's __main__ module to find a function, and that "
             "module makes a CpuExecutor (or calls run_cpu) at import: guard that code with "
-            "`if __name__ == \"__main__\":` (as multiprocessing's spawn requires)"
+            '`if __name__ == "__main__":` (as multiprocessing\'s spawn requires)'
         )
 
 

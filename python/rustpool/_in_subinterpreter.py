@@ -74,4 +74,5 @@ def pin(isolation: str) -> Any:
 
     return pinned
 
+
 to_thread = run_cpu = configure = settings = default_thread_executor = default_cpu_executor = _unavailable

@@ -20,7 +20,8 @@ failed. ``run(payload) -> (status, bytes)``; the statuses:
 In a worker process (``serve``), calls come as frames on fd 3 and replies go out on fd 4; both
 are made non-inheritable at start, and closed in a child forked by a call, so a grandchild never
 holds them. Call frame: ``CALL_MAGIC``, call id (u64), length (u32), then the body: a flags byte
-(2: the result's buffers may go to the reply arena; 1: the arenas follow: call arena id (u64), fd (i32), size (u64), reply arena id, fd, size),
+(2: the result's buffers may go to the reply arena; 1: the arenas follow: call arena id (u64),
+fd (i32), size (u64), reply arena id, fd, size),
 the number of out-of-band buffers (u32), the payload's length (u64), one entry per buffer (where
 (u8: 0 in this frame, after the payload; 1 in the call arena), offset (u64), length (u64)), the
 payload, then the buffers sent in the frame. Reply frame: ``REPLY_MAGIC``, the same call id,
@@ -399,7 +400,7 @@ def dumps_oob(obj: object, dumps: Any, by: type | None = None) -> tuple[bytes, l
         if by is not None:
             raise
         try:
-            import cloudpickle  # type: ignore[import-untyped]
+            import cloudpickle
         except ImportError:
             raise first from None
         return dumps_oob(obj, dumps, cloudpickle.Pickler)
@@ -427,7 +428,7 @@ class _IdUnpickler(pickle.Unpickler):
 
 def _shaped(view: memoryview, fmt: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
     try:
-        view = view.cast("B").cast(fmt, shape)
+        view = view.cast("B").cast(fmt, list(shape))  # type: ignore[call-overload]
     except (TypeError, ValueError):
         pass  # a format memoryview.cast does not take: its bytes
     return view.toreadonly() if readonly else view
@@ -450,6 +451,14 @@ def lend(raw: memoryview) -> memoryview:
     return memoryview(pickle.PickleBuffer(raw))
 
 
+def run_lent(payload: bytes, raws: list[memoryview]) -> tuple[tuple[Any, ...], list[memoryview]]:
+    """``run`` with ``raws``, views of memory the caller lends (a subinterpreter's call reads its
+    buffers in the calling interpreter's memory): the reply, and the views still exported when
+    it is done (the caller's memory must then stay alive until ``take_back`` says so)."""
+    reply = run(payload, [lend(r) for r in raws])
+    return reply, [r for r in raws if not take_back(r)]
+
+
 def take_back(raw: memoryview) -> bool:
     """True once no view made by ``lend`` from ``raw`` is alive any more (the memory under it may
     then be written again); False while one is (kept by the call's function, say)."""
@@ -467,7 +476,7 @@ def take_back(raw: memoryview) -> bool:
 _SPIN = 0.0002
 
 
-def _boot(payload: bytes) -> tuple[int, bytes]:
+def _boot(payload: bytes | bytearray) -> tuple[int, bytes]:
     # Ctrl-C in a terminal reaches the whole process group: it is the caller's to handle (its
     # pools shut down and this worker sees EOF); a call must not die of it half-way.
     import signal

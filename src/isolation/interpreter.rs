@@ -19,10 +19,12 @@ use super::workers::{
     crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
     WorkerPool, PANICKED, RECHECK_AFTER, UNLOADABLE,
 };
+use super::shm::{next_offset, Memory, Piece};
 use crate::job::panic_message;
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::buffer::PyBuffer;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::collections::VecDeque;
@@ -93,11 +95,46 @@ pub fn start(
     )
 }
 
-/// A worker's subinterpreter, booted (`_run` and `_teardown` defined in it).
+/// A worker's subinterpreter, booted (`_worker`'s functions it calls, defined in it).
 struct Interp {
     sub_ts: *mut ffi::PyThreadState,
+    fns: WorkerFns,
+}
+
+/// `_worker.run`, `run_lent`, `take_back` and `teardown`, in the subinterpreter (strong refs).
+struct WorkerFns {
     run: *mut ffi::PyObject,
+    run_lent: *mut ffi::PyObject,
+    take_back: *mut ffi::PyObject,
     teardown: *mut ffi::PyObject,
+}
+
+/// Views (in the subinterpreter) of a call's buffers that its function kept past the call: the
+/// caller's buffers stay held until none is exported any more, or the subinterpreter ends.
+struct Held {
+    raws: Vec<*mut ffi::PyObject>,
+    buffers: Vec<PyBuffer<u8>>,
+}
+
+/// What `call_run` got back.
+struct Reply {
+    status: i64,
+    data: Vec<u8>,
+    /// The result's out-of-band buffers, copied out of the subinterpreter.
+    pieces: Vec<Piece>,
+    /// The call's views still exported (strong refs).
+    kept: Vec<*mut ffi::PyObject>,
+}
+
+impl Reply {
+    fn failed(status: i64, why: String) -> Reply {
+        Reply {
+            status,
+            data: why.into_bytes(),
+            pieces: Vec::new(),
+            kept: Vec::new(),
+        }
+    }
 }
 
 /// The body of one worker thread: a main-interpreter thread state for life, a subinterpreter
@@ -116,6 +153,8 @@ unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared, workers
         main_ts,
         interp: None,
         failed: None,
+        held: Vec::new(),
+        freed: Vec::new(),
     };
     if !shared.parking() {
         worker.ensure_interp();
@@ -123,6 +162,7 @@ unsafe fn worker_main(boot: &Boot, rx: &Receiver<Task>, shared: &Shared, workers
     worker.serve(rx, shared, workers);
     worker.end_interp();
     ffi::PyEval_RestoreThread(main_ts);
+    Python::attach(|_| worker.freed.clear());
     ffi::PyGILState_Release(gstate);
 }
 
@@ -132,6 +172,9 @@ struct Worker<'a> {
     interp: Option<Interp>,
     /// Why no subinterpreter could be made: every call this worker takes then fails with it.
     failed: Option<String>,
+    held: Vec<Held>,
+    /// Buffers no view shows any more, released with the main GIL (at the next attach to it).
+    freed: Vec<PyBuffer<u8>>,
 }
 
 impl Worker<'_> {
@@ -171,13 +214,9 @@ impl Worker<'_> {
         }
         // The subinterpreter is attached now (the main thread state detached).
         match boot_worker(self.boot) {
-            Ok((run, teardown)) => {
+            Ok(fns) => {
                 ffi::PyEval_SaveThread();
-                self.interp = Some(Interp {
-                    sub_ts,
-                    run,
-                    teardown,
-                });
+                self.interp = Some(Interp { sub_ts, fns });
             }
             Err(msg) => {
                 // Leaves nothing attached.
@@ -189,25 +228,26 @@ impl Worker<'_> {
 
     /// End the subinterpreter, if there is one (nothing attached before or after).
     unsafe fn end_interp(&mut self) {
-        let Some(Interp {
-            sub_ts,
-            run,
-            teardown,
-        }) = self.interp.take()
-        else {
+        let Some(Interp { sub_ts, fns }) = self.interp.take() else {
             return;
         };
         // Ending is serialized like creation: concurrent Py_EndInterpreter calls corrupt memory
         // on 3.13.0 (seen here: a double free in the tuple free list).
         let _one_at_a_time = CREATE.lock();
         ffi::PyEval_RestoreThread(sub_ts);
-        let r = ffi::PyObject_CallNoArgs(teardown);
+        let r = ffi::PyObject_CallNoArgs(fns.teardown);
         if r.is_null() {
             ffi::PyErr_Clear();
         }
         ffi::Py_XDECREF(r);
-        ffi::Py_DecRef(teardown);
-        ffi::Py_DecRef(run);
+        // Every view of the callers' memory goes with the subinterpreter.
+        for held in self.held.drain(..) {
+            held.raws.into_iter().for_each(|r| ffi::Py_DecRef(r));
+            self.freed.extend(held.buffers);
+        }
+        for f in [fns.teardown, fns.run, fns.run_lent, fns.take_back] {
+            ffi::Py_DecRef(f);
+        }
         ffi::Py_EndInterpreter(sub_ts);
     }
 
@@ -223,8 +263,11 @@ impl Worker<'_> {
         let main_ts = self.main_ts;
         let mut done: Done = Vec::new();
         while let Some(next) = next_calls(rx, shared, workers, done.is_empty()) {
-            let mut claimed: VecDeque<Task> =
-                with_main(main_ts, |py| settle_and_claim(py, shared, &mut done, next));
+            let freed = &mut self.freed;
+            let mut claimed: VecDeque<Task> = with_main(main_ts, |py| {
+                freed.clear();
+                settle_and_claim(py, shared, &mut done, next)
+            });
             if shared.parking() {
                 // A fork is coming: no subinterpreter may exist when it happens. The calls just
                 // claimed run after it, in a new subinterpreter.
@@ -251,27 +294,37 @@ impl Worker<'_> {
             let interp_state = ffi::PyThreadState_GetInterpreter(interp.sub_ts) as usize;
             let mut last_check = Instant::now();
             ffi::PyEval_RestoreThread(interp.sub_ts);
+            release_held(&interp.fns, &mut self.held, &mut self.freed);
             while let Some(task) = claimed.pop_front() {
                 shared.hand_over(&mut done);
-                let Some(task) = may_begin(shared, task, &mut done) else {
+                let Some(mut task) = may_begin(shared, task, &mut done) else {
                     continue;
                 };
                 let began = Instant::now();
                 shared.running.lock().insert(me, interp_state);
                 let reply = catch_unwind(AssertUnwindSafe(|| match &task.payload {
-                    Some(payload) => call_run(interp.run, payload),
+                    Some(payload) => call_run(&interp.fns, payload, &task.buffer_slices()),
                     None => panic!("rustpool test panic inside an interpreter worker"),
                 }));
                 shared.running.lock().remove(&me);
                 shared.timed(began.elapsed());
-                let (status, data) =
-                    reply.unwrap_or_else(|p| (PANICKED, panic_message(p.as_ref()).into_bytes()));
-                done.push((task, status, data));
+                let reply = reply
+                    .unwrap_or_else(|p| Reply::failed(PANICKED, panic_message(p.as_ref())));
+                if !reply.kept.is_empty() {
+                    self.held.push(Held {
+                        raws: reply.kept,
+                        buffers: std::mem::take(&mut task.buffers),
+                    });
+                }
+                task.returned = reply.pieces;
+                done.push((task, reply.status, reply.data));
                 if !claimed.is_empty() && last_check.elapsed() >= RECHECK_AFTER {
                     // The batch has run for a while (it was claimed for short calls): settle what
                     // it finished, and drop the claimed calls cancelled since (they never begin).
                     ffi::PyEval_SaveThread();
+                    let freed = &mut self.freed;
                     with_main(main_ts, |py| {
+                        freed.clear();
                         settle_and_recheck(py, shared, &mut done, &mut claimed)
                     });
                     ffi::PyEval_RestoreThread(interp.sub_ts);
@@ -359,9 +412,9 @@ unsafe fn new_str(s: &str) -> *mut ffi::PyObject {
 }
 
 /// Load `rustpool/_worker.py` in the subinterpreter (by path: importing `rustpool` there would run
-/// the package's `__init__` first) and set it up like the caller; returns its `run` and
-/// `teardown`.
-unsafe fn boot_worker(boot: &Boot) -> Result<(*mut ffi::PyObject, *mut ffi::PyObject), String> {
+/// the package's `__init__` first) and set it up like the caller; returns the functions a
+/// worker calls.
+unsafe fn boot_worker(boot: &Boot) -> Result<WorkerFns, String> {
     let globals = ffi::PyDict_New();
     ffi::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins());
     let name = new_str("rustpool._worker");
@@ -386,9 +439,14 @@ unsafe fn boot_worker(boot: &Boot) -> Result<(*mut ffi::PyObject, *mut ffi::PyOb
     let setup = ffi::PyDict_GetItemString(globals, c"setup".as_ptr());
     let run = ffi::PyDict_GetItemString(globals, c"run".as_ptr());
     let teardown = ffi::PyDict_GetItemString(globals, c"teardown".as_ptr());
-    if setup.is_null() || run.is_null() || teardown.is_null() {
+    let run_lent = ffi::PyDict_GetItemString(globals, c"run_lent".as_ptr());
+    let take_back = ffi::PyDict_GetItemString(globals, c"take_back".as_ptr());
+    if [setup, run, teardown, run_lent, take_back]
+        .iter()
+        .any(|f| f.is_null())
+    {
         ffi::Py_DecRef(globals);
-        return Err("the worker module defines no setup/run/teardown".into());
+        return Err("the worker module defines no setup/run/run_lent/take_back/teardown".into());
     }
     let path = ffi::PyList_New(0);
     for p in &boot.sys_path {
@@ -407,26 +465,97 @@ unsafe fn boot_worker(boot: &Boot) -> Result<(*mut ffi::PyObject, *mut ffi::PyOb
         return Err(format!("worker setup failed: {}", take_error()));
     }
     ffi::Py_DecRef(r);
-    ffi::Py_IncRef(run);
-    ffi::Py_IncRef(teardown);
+    for f in [run, teardown, run_lent, take_back] {
+        ffi::Py_IncRef(f);
+    }
     ffi::Py_DecRef(globals);
-    Ok((run, teardown))
+    Ok(WorkerFns {
+        run,
+        run_lent,
+        take_back,
+        teardown,
+    })
 }
 
-/// `run(payload) -> (status, bytes)` inside the subinterpreter (attached).
-unsafe fn call_run(run: *mut ffi::PyObject, payload: &[u8]) -> (i64, Vec<u8>) {
+/// Give back what the calls' functions kept of the callers' memory, once they no longer show it
+/// (subinterpreter attached).
+unsafe fn release_held(fns: &WorkerFns, held: &mut Vec<Held>, freed: &mut Vec<PyBuffer<u8>>) {
+    held.retain_mut(|h| {
+        h.raws.retain(|&raw| {
+            let r = ffi::PyObject_CallOneArg(fns.take_back, raw);
+            let released = !r.is_null() && r == ffi::Py_True();
+            if r.is_null() {
+                ffi::PyErr_Clear();
+            }
+            ffi::Py_XDECREF(r);
+            if released {
+                ffi::Py_DecRef(raw);
+            }
+            !released
+        });
+        if h.raws.is_empty() {
+            freed.append(&mut h.buffers);
+            return false;
+        }
+        true
+    });
+}
+
+/// Run one call inside the subinterpreter (attached): `run(payload)`, or, with buffers,
+/// `run_lent(payload, views)` where each view shows a buffer of the caller's in place (read
+/// only). A result's buffers are copied out (without the subinterpreter's GIL) into memory the
+/// main side's views then show.
+unsafe fn call_run(fns: &WorkerFns, payload: &[u8], buffers: &[&[u8]]) -> Reply {
     let arg = ffi::PyBytes_FromStringAndSize(
         payload.as_ptr() as *const _,
         payload.len() as ffi::Py_ssize_t,
     );
     if arg.is_null() {
-        return (UNLOADABLE, take_error().into_bytes());
+        return Reply::failed(UNLOADABLE, take_error());
     }
-    let reply = ffi::PyObject_CallOneArg(run, arg);
-    ffi::Py_DecRef(arg);
+    let mut kept = Vec::new();
+    let reply = if buffers.is_empty() {
+        let reply = ffi::PyObject_CallOneArg(fns.run, arg);
+        ffi::Py_DecRef(arg);
+        reply
+    } else {
+        let raws = ffi::PyList_New(buffers.len() as ffi::Py_ssize_t);
+        for (i, b) in buffers.iter().enumerate() {
+            let view = ffi::PyMemoryView_FromMemory(
+                b.as_ptr() as *mut std::ffi::c_char,
+                b.len() as ffi::Py_ssize_t,
+                ffi::PyBUF_READ,
+            );
+            ffi::PyList_SetItem(raws, i as ffi::Py_ssize_t, view);
+        }
+        let both = ffi::PyObject_CallFunctionObjArgs(
+            fns.run_lent,
+            arg,
+            raws,
+            ptr::null_mut::<ffi::PyObject>(),
+        );
+        ffi::Py_DecRef(arg);
+        ffi::Py_DecRef(raws);
+        if both.is_null() {
+            both
+        } else {
+            let reply = ffi::PyTuple_GetItem(both, 0);
+            ffi::Py_IncRef(reply);
+            let still = ffi::PyTuple_GetItem(both, 1);
+            for i in 0..ffi::PyList_Size(still) {
+                let raw = ffi::PyList_GetItem(still, i);
+                ffi::Py_IncRef(raw);
+                kept.push(raw);
+            }
+            ffi::Py_DecRef(both);
+            reply
+        }
+    };
     if reply.is_null() {
         // The call may have run: it must not go to a fallback (it would run twice).
-        return (FAILED, take_error().into_bytes());
+        let mut r = Reply::failed(FAILED, take_error());
+        r.kept = kept;
+        return r;
     }
     let status = ffi::PyLong_AsLongLong(ffi::PyTuple_GetItem(reply, 0));
     let data = ffi::PyTuple_GetItem(reply, 1);
@@ -438,6 +567,64 @@ unsafe fn call_run(run: *mut ffi::PyObject, payload: &[u8]) -> (i64, Vec<u8>) {
         ffi::PyErr_Clear();
         b"the worker returned a malformed reply".to_vec()
     };
+    let pieces = if ffi::PyTuple_Size(reply) > 2 {
+        copy_out(ffi::PyTuple_GetItem(reply, 2))
+    } else {
+        Ok(Vec::new())
+    };
     ffi::Py_DecRef(reply);
-    (status, out)
+    match pieces {
+        Ok(pieces) => Reply {
+            status,
+            data: out,
+            pieces,
+            kept,
+        },
+        Err(why) => {
+            let mut r = Reply::failed(FAILED, why);
+            r.kept = kept;
+            r
+        }
+    }
+}
+
+/// Copy the buffers of `list` (a result's out-of-band buffers, in the subinterpreter) into one
+/// allocation, without the subinterpreter's GIL; the pieces of it that show each.
+unsafe fn copy_out(list: *mut ffi::PyObject) -> Result<Vec<Piece>, String> {
+    let n = ffi::PyList_Size(list).max(0) as usize;
+    let mut views: Vec<ffi::Py_buffer> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut view: ffi::Py_buffer = std::mem::zeroed();
+        if ffi::PyObject_GetBuffer(
+            ffi::PyList_GetItem(list, i as ffi::Py_ssize_t),
+            &mut view,
+            ffi::PyBUF_C_CONTIGUOUS,
+        ) != 0
+        {
+            views.iter_mut().for_each(|v| ffi::PyBuffer_Release(v));
+            return Err(format!("a result's buffer could not be read: {}", take_error()));
+        }
+        views.push(view);
+    }
+    let spans: Vec<(usize, usize)> = views
+        .iter()
+        .scan(0, |off, v| {
+            let at = *off;
+            *off = next_offset(at, v.len as usize);
+            Some((at, v.len as usize))
+        })
+        .collect();
+    let total = spans.last().map_or(0, |(at, len)| at + len);
+    let ts = ffi::PyEval_SaveThread();
+    let mut out = vec![0u8; total];
+    for (v, (at, len)) in views.iter().zip(&spans) {
+        ptr::copy_nonoverlapping(v.buf as *const u8, out.as_mut_ptr().add(*at), *len);
+    }
+    ffi::PyEval_RestoreThread(ts);
+    views.iter_mut().for_each(|v| ffi::PyBuffer_Release(v));
+    let mem = Arc::new(Memory::heap(out));
+    Ok(spans
+        .into_iter()
+        .map(|(at, len)| Piece::new(&mem, at, len).expect("inside"))
+        .collect())
 }
