@@ -22,10 +22,13 @@ pub struct Call {
 impl Call {
     fn invoke(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let call = || {
-            self.func
-                .bind(py)
-                .call(self.args.bind(py), self.kwargs.as_ref().map(|k| k.bind(py)))
-                .map(Bound::unbind)
+            let (args, kwargs) = (self.args.bind(py), self.kwargs.as_ref().map(|k| k.bind(py)));
+            match crate::isolation::shm::unshared(py, args, kwargs)? {
+                // `Shared` handles stand for their values here too.
+                Some((args, kwargs)) => self.func.bind(py).call(args, kwargs.as_ref()),
+                None => self.func.bind(py).call(args, kwargs),
+            }
+            .map(Bound::unbind)
         };
         let Some(ctx) = &self.ctx else {
             return call();

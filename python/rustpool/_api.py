@@ -32,6 +32,7 @@ from ._crossing import (
     refuse_while_loading_main,
 )
 from ._errors import WorkerCrashed
+from ._shared import Shared
 from ._rustpool import BlockingPool, CpuPool
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ __all__ = [
     "Placement",
     "RemoteTraceback",
     "Settings",
+    "Shared",
     "ThreadExecutor",
     "ThreadFallbackWarning",
     "WorkerCrashed",
@@ -465,6 +467,14 @@ class CpuExecutor(_PoolExecutor, Executor):
             return _results(submit, fn, calls, timeout, buffersize)
         batches = ((fn, chunk) for chunk in _chunks(chunksize, calls))
         return _flatten(_results(submit, process_chunk, batches, timeout, buffersize))
+
+    def share(self, obj: T) -> Shared[T]:
+        """A handle that stands for ``obj`` in this pool's calls (and any other's): its big
+        buffers go to shared memory once, and each worker rebuilds ``obj`` once, read only (a
+        numpy array as a view of the shared pages), instead of receiving it with every call.
+        For map-style work over one big input: ``pool.map(fn, itertools.repeat(h, n), range(n))``
+        where ``h = pool.share(array)``; ``fn`` gets the array. ``h.close()`` frees the memory."""
+        return Shared(obj)
 
     def options(self, *, timeout: float | None = None, isolation: Mode | None = None) -> CallOptions:
         """This pool with per-call options: ``pool.options(timeout=5).submit(fn, x)``.

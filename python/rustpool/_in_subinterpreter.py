@@ -19,6 +19,7 @@ __all__ = [
     "Placement",
     "RemoteTraceback",
     "Settings",
+    "Shared",
     "ThreadExecutor",
     "ThreadFallbackWarning",
     "WorkerCrashed",
@@ -57,6 +58,10 @@ class CpuExecutor(ThreadExecutor):
 
 
 class CallOptions(ThreadExecutor):
+    pass
+
+
+class Shared(ThreadExecutor):
     pass
 
 

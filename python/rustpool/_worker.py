@@ -451,6 +451,33 @@ def lend(raw: memoryview) -> memoryview:
     return memoryview(pickle.PickleBuffer(raw))
 
 
+_SHARED: dict[Any, Any] = {}
+# A worker keeps the objects of this many ``Shared`` handles (the last ones used).
+_SHARED_MAX = 8
+
+
+def shared_value(key: Any, pid: int, fd: int, size: int, data: bytes, table: tuple[tuple[int, int], ...]) -> Any:
+    """The object of a ``rustpool.Shared`` handle: rebuilt once per worker over the pool's memfd
+    ``fd`` of process ``pid`` (mapped read-only: its arrays are views of the shared pages)."""
+    obj = _SHARED.pop(key, _SHARED)
+    if obj is _SHARED:
+        if fd < 0:
+            obj = _loads(data)
+        else:
+            import mmap
+
+            f = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                root = memoryview(mmap.mmap(f, size, prot=mmap.PROT_READ))
+            finally:
+                os.close(f)
+            obj = _loads(data, [root[off : off + n] for off, n in table])
+        while len(_SHARED) >= _SHARED_MAX:
+            del _SHARED[next(iter(_SHARED))]
+    _SHARED[key] = obj  # the most recently used last
+    return obj
+
+
 def run_lent(payload: bytes, raws: list[memoryview]) -> tuple[tuple[Any, ...], list[memoryview]]:
     """``run`` with ``raws``, views of memory the caller lends (a subinterpreter's call reads its
     buffers in the calling interpreter's memory): the reply, and the views still exported when
@@ -583,7 +610,7 @@ class _Arenas:
         for b in bufs:
             n = memoryview(b).nbytes
             entries.append((1, off, n))
-            off = _aligned(off + n)
+            off = aligned(off + n)
         if off > self.reply_size:
             size = max(1 << 20, 1 << (off - 1).bit_length())
             try:
@@ -603,7 +630,8 @@ class _Arenas:
 _ALIGN = 64
 
 
-def _aligned(n: int) -> int:
+def aligned(n: int) -> int:
+    """``n`` rounded up to where the next out-of-band buffer starts."""
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
@@ -708,12 +736,12 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
                 n = memoryview(b).nbytes
                 where.append((0, off, n))
                 inline.append(b)
-                off = _aligned(off + n)
+                off = aligned(off + n)
         head = bytearray(reply_body.pack(int(pinned), arenas.reply_size, len(where), len(data)))
         for w in where:
             head += entry.pack(*w)
         head += data
-        size = len(head) + (_aligned(where[-1][1] + where[-1][2]) if inline else 0)
+        size = len(head) + (aligned(where[-1][1] + where[-1][2]) if inline else 0)
         if size > 0xFFFFFFFF:
             err = ValueError(f"the pickled result is {size} bytes; a worker process returns at most 4 GiB")
             status, data, bufs, where, inline = RAISED, pickle.dumps((err, ""), 5), [], [], []
@@ -722,7 +750,7 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
         write(memoryview(reply_header.pack(REPLY_MAGIC, call_id, size, status | WITH_BUFFERS) + head))
         for (_, off, n), b in zip(where if inline else [], inline, strict=True):
             write(memoryview(b).cast("B") if memoryview(b).format != "B" else memoryview(b))
-            pad = _aligned(off + n) - off - n
+            pad = aligned(off + n) - off - n
             if pad:
                 write(memoryview(bytes(pad)))
 

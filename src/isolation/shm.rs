@@ -18,6 +18,7 @@
 //! fresh memory to zero, which is what makes a 100 MB call cheap (see docs/design.md).
 
 use memmap2::{MmapOptions, MmapRaw};
+use pyo3::buffer::PyBuffer;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::fs::File;
@@ -253,4 +254,81 @@ fn reserve(file: &File, size: usize) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn reserve(_file: &File, _size: usize) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "no memfd"))
+}
+
+/// The `Shared` handle class (`rustpool._shared`): a thread-run call gets the value a handle
+/// stands for, as an isolated worker does when it unpickles one.
+static SHARED_TYPE: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
+    pyo3::sync::PyOnceLock::new();
+
+/// Say which class is `Shared` (once, when `rustpool._shared` is imported).
+#[pyfunction]
+pub fn _set_shared_type(py: Python<'_>, cls: Bound<'_, pyo3::types::PyType>) {
+    let _ = SHARED_TYPE.set(py, cls.unbind());
+}
+
+/// `args` with every `Shared` handle among them (and among `kwargs`' values) replaced by its
+/// value; None when there is none (the common case: one type check per argument).
+pub fn unshared<'py>(
+    py: Python<'py>,
+    args: &Bound<'py, pyo3::types::PyTuple>,
+    kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
+) -> PyResult<Option<(Bound<'py, pyo3::types::PyTuple>, Option<Bound<'py, pyo3::types::PyDict>>)>>
+{
+    let Some(t) = SHARED_TYPE.get(py) else {
+        return Ok(None);
+    };
+    let t = t.bind(py);
+    let is_handle = |a: &Bound<'py, PyAny>| a.get_type().is(t);
+    let in_kwargs = kwargs.is_some_and(|k| k.values().iter().any(|v| is_handle(&v)));
+    if !in_kwargs && !args.iter().any(|a| is_handle(&a)) {
+        return Ok(None);
+    }
+    let value = |a: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyAny>> {
+        if is_handle(&a) {
+            a.getattr(pyo3::intern!(py, "value"))
+        } else {
+            Ok(a)
+        }
+    };
+    let new_args = pyo3::types::PyTuple::new(
+        py,
+        args.iter().map(value).collect::<PyResult<Vec<_>>>()?,
+    )?;
+    let new_kwargs = match kwargs {
+        Some(k) => {
+            let d = pyo3::types::PyDict::new(py);
+            for (key, v) in k.iter() {
+                d.set_item(key, value(v)?)?;
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    Ok(Some((new_args, new_kwargs)))
+}
+
+/// Copy `src` into `dst` at `offset`, without the GIL (a big buffer shared with every worker).
+#[pyfunction]
+pub fn _copy_into(
+    py: Python<'_>,
+    dst: PyBuffer<u8>,
+    offset: usize,
+    src: PyBuffer<u8>,
+) -> PyResult<()> {
+    if dst.readonly() || !dst.is_c_contiguous() || !src.is_c_contiguous() {
+        return Err(pyo3::exceptions::PyBufferError::new_err(
+            "a copy needs a writable contiguous destination and a contiguous source",
+        ));
+    }
+    let n = src.len_bytes();
+    if offset.checked_add(n).is_none_or(|end| end > dst.len_bytes()) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{n} bytes do not fit at offset {offset} of {} bytes",
+            dst.len_bytes()
+        )));
+    }
+    let (to, from) = (dst.buf_ptr() as usize + offset, src.buf_ptr() as usize);
+    py.detach(|| unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, n) });
+    Ok(())
 }
