@@ -32,8 +32,8 @@ from ._crossing import (
     refuse_while_loading_main,
 )
 from ._errors import WorkerCrashed
-from ._shared import Shared
 from ._rustpool import BlockingPool, CpuPool
+from ._shared import Shared
 
 if TYPE_CHECKING:
     # asyncio only at type-checking time: a plain script that uses the executors does not pay its

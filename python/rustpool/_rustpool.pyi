@@ -23,8 +23,10 @@ __all__ = [
     "_after_fork_child",
     "_after_fork_parent",
     "_before_fork",
+    "_copy_into",
     "_exit",
     "_live_threads",
+    "_set_shared_type",
     "resolve_isolation",
 ]
 
