@@ -213,9 +213,7 @@ def decode(
     memory the result's views keep)."""
     if status == OK:
         try:
-            if buffers:
-                return False, _worker.loads_oob(data, [memoryview(b) for b in buffers])
-            return False, pickle.loads(data)
+            return False, _worker.loads_oob(data, [memoryview(b) for b in buffers] if buffers else None)
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # as the stdlib: even a SystemExit is this call's outcome

@@ -162,12 +162,12 @@ def _load_fn(data: memoryview) -> Any:
     return fn
 
 
-def _loads(data: bytes | memoryview, views: list[memoryview] | None = None) -> Any:
+def _loads(data: bytes | memoryview, views: list[memoryview] | None = None, private: bool = False) -> Any:
     try:
-        return loads_oob(data, views)
+        return loads_oob(data, views, private)
     except (AttributeError, ModuleNotFoundError) as e:
         if ("__main__" in str(e) or "__mp_main__" in str(e)) and _load_main():
-            return loads_oob(data, views)
+            return loads_oob(data, views, private)
         raise
 
 
@@ -215,16 +215,17 @@ def split(payload: bytes | memoryview) -> tuple[memoryview, memoryview]:
     return view[4 : 4 + n], view[4 + n :]
 
 
-def run(payload: bytes | memoryview, views: list[memoryview] | None = None) -> tuple[Any, ...]:
-    """Run one call whose out-of-band buffers are ``views``; ``(status, bytes)`` as the module
-    docstring says, or ``(OK, bytes, buffers)`` for a result with buffers out of band."""
+def run(payload: bytes | memoryview, views: list[memoryview] | None = None, private: bool = False) -> tuple[Any, ...]:
+    """Run one call whose out-of-band buffers are ``views`` (``private``: over memory the caller
+    may still change, see ``loads_oob``); ``(status, bytes)`` as the module docstring says, or
+    ``(OK, bytes, buffers)`` for a result with buffers out of band."""
     fn_bytes, args_bytes = split(payload)
     try:
         fn = _load_fn(fn_bytes)
     except BaseException as e:
         return UNLOADABLE, _reason(e)
     try:
-        args, kwargs = _loads(args_bytes, views)
+        args, kwargs = _loads(args_bytes, views, private)
     except BaseException as e:
         if _refuses_subinterpreters(e):
             return UNLOADABLE, _reason(e)  # a module of an argument's class refuses this worker
@@ -329,37 +330,54 @@ _PICKLERS: dict[type, type] = {}
 
 
 def _id_pickler(base: type) -> type:
-    """``base`` (``pickle.Pickler`` or cloudpickle's) that takes big buffers out by persistent id."""
+    """``base`` (``pickle.Pickler`` or cloudpickle's) that takes big buffers out by persistent id
+    (the same object twice: one buffer, one object again on the other side)."""
     cls = _PICKLERS.get(base)
     if cls is None:
 
         def persistent_id(self: Any, obj: object) -> object:
             t = type(obj)
-            if t is bytes or t is bytearray:
-                if len(obj) < OOB_MIN:  # type: ignore[arg-type]
-                    return None
-                self.oob.append(obj)
-                return ("b" if t is bytes else "a", len(self.oob) - 1)
-            if t is memoryview:
-                mv: memoryview = obj  # type: ignore[assignment]
-                if mv.nbytes < OOB_MIN:
-                    return ("M", mv.tobytes(), mv.format, mv.shape, mv.readonly)
-                self.oob.append(mv.cast("B") if mv.c_contiguous else mv.tobytes())
-                return ("m", len(self.oob) - 1, mv.format, mv.shape, mv.readonly)
-            if t is pickle.PickleBuffer:
-                try:
-                    raw = obj.raw()  # type: ignore[attr-defined]
-                except BufferError:
-                    return None  # not contiguous: in band, as plain pickle does
-                if raw.nbytes < OOB_MIN:
-                    return None
-                self.oob.append(raw)
-                return ("p", len(self.oob) - 1, raw.readonly)
-            return None
+            if t is not bytes and t is not bytearray and t is not memoryview and t is not pickle.PickleBuffer:
+                return None
+            pid = self.ids.get(id(obj))
+            if pid is None:
+                pid = _new_id(self.oob, obj, t)
+                if pid is not None:
+                    self.ids[id(obj)] = pid
+            return pid
 
         cls = type("_IdPickler", (base,), {"persistent_id": persistent_id})
         _PICKLERS[base] = cls
     return cls
+
+
+def _new_id(oob: list[Any], obj: Any, t: type) -> tuple[Any, ...] | None:
+    if t is bytes or t is bytearray:
+        if len(obj) < OOB_MIN:
+            return None
+        oob.append(obj)
+        return ("b" if t is bytes else "a", len(oob) - 1)
+    if t is memoryview:
+        if obj.nbytes < OOB_MIN:
+            return ("M", obj.tobytes(), obj.format, obj.shape, obj.readonly)
+        oob.append(obj.cast("B") if obj.c_contiguous else obj.tobytes())
+        return ("m", len(oob) - 1, obj.format, obj.shape, obj.readonly)
+    try:
+        raw = obj.raw()
+    except BufferError:
+        return None  # not contiguous: in band, as plain pickle does
+    if raw.nbytes < OOB_MIN:
+        return None
+    oob.append(raw)
+    # It arrives writable (a numpy array read-only here too: what the stdlib's pickle at its
+    # default protocol gives), over memory that is the receiver's own.
+    return ("p", len(oob) - 1)
+
+
+class _ReadOnlyBuffer(BaseException):
+    """A read-only buffer met by ``buffer_callback``: pickle would make it arrive read-only, so
+    the call is pickled again with persistent ids (``_IdPickler``), which sends it writable. A
+    BaseException: the pickling fallbacks, which catch Exception, let it through."""
 
 
 def keep_big(bufs: list[Any] | None) -> Any:
@@ -375,6 +393,8 @@ def keep_big(bufs: list[Any] | None) -> Any:
             return True
         if raw.nbytes < OOB_MIN:
             return True
+        if raw.readonly:
+            raise _ReadOnlyBuffer
         bufs.append(raw)
         return False
 
@@ -388,12 +408,16 @@ def dumps_oob(obj: object, dumps: Any, by: type | None = None) -> tuple[bytes, l
     cloudpickle's for what crosses by value) that ``_IdPickler`` extends otherwise."""
     bufs: list[Any] = []
     if not _holds_big(obj):
-        return dumps(obj, bufs), bufs
+        try:
+            return dumps(obj, bufs), bufs
+        except _ReadOnlyBuffer:
+            bufs.clear()
     import io
 
     f = io.BytesIO()
     p = _id_pickler(by or pickle.Pickler)(f, 5, buffer_callback=keep_big(bufs))
     p.oob = bufs
+    p.ids = {}
     try:
         p.dump(obj)
     except Exception as first:
@@ -409,21 +433,33 @@ def dumps_oob(obj: object, dumps: Any, by: type | None = None) -> tuple[bytes, l
 
 class _IdUnpickler(pickle.Unpickler):
     views: list[memoryview]
+    made: dict[int, Any]
+    private: bool
 
     def persistent_load(self, pid: Any) -> Any:
         kind = pid[0]
         if kind == "M":
             return _shaped(memoryview(bytearray(pid[1])), pid[2], pid[3], pid[4])
-        view = self.views[pid[1]]
-        if kind == "b":
-            return bytes(view)
-        if kind == "a":
-            return bytearray(view)
-        if kind == "m":
-            return _shaped(view, pid[2], pid[3], pid[4])
-        if kind == "p":
-            return view.toreadonly() if pid[2] else view
-        raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
+        obj = self.made.get(pid[1])
+        if obj is None:
+            view = self.views[pid[1]]
+            if kind == "b":
+                obj = bytes(view)
+            elif kind == "a":
+                obj = bytearray(view)
+            elif kind == "m":
+                obj = _shaped(_own(view) if self.private else view, pid[2], pid[3], pid[4])
+            elif kind == "p":
+                obj = _own(view) if self.private else view
+            else:
+                raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
+            self.made[pid[1]] = obj
+        return obj
+
+
+def _own(view: memoryview) -> memoryview:
+    """A writable copy of ``view``."""
+    return memoryview(bytearray(view))
 
 
 def _shaped(view: memoryview, fmt: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
@@ -434,14 +470,23 @@ def _shaped(view: memoryview, fmt: str, shape: tuple[int, ...], readonly: bool) 
     return view.toreadonly() if readonly else view
 
 
-def loads_oob(data: bytes | memoryview, views: list[memoryview] | None) -> Any:
-    """What ``dumps_oob`` pickled, its buffers given back as ``views``."""
+def loads_oob(data: bytes | memoryview, views: list[memoryview] | None, private: bool = False) -> Any:
+    """What ``dumps_oob`` pickled, its buffers given back as ``views``. ``private``: the views
+    show memory the sender may still change (a subinterpreter's caller's): what arrives as a
+    view gets a copy of its own."""
     if not views:
-        return pickle.loads(data)
+        try:
+            return pickle.loads(data)
+        except pickle.UnpicklingError as e:
+            if "persistent" not in str(e):
+                raise
+            views = []  # small memoryviews, sent in their persistent ids
     import io
 
-    u = _IdUnpickler(io.BytesIO(data), buffers=views)
+    u = _IdUnpickler(io.BytesIO(data), buffers=(_own(v) for v in views) if private else views)
     u.views = views
+    u.made = {}
+    u.private = private
     return u.load()
 
 
@@ -482,7 +527,7 @@ def run_lent(payload: bytes, raws: list[memoryview]) -> tuple[tuple[Any, ...], l
     """``run`` with ``raws``, views of memory the caller lends (a subinterpreter's call reads its
     buffers in the calling interpreter's memory): the reply, and the views still exported when
     it is done (the caller's memory must then stay alive until ``take_back`` says so)."""
-    reply = run(payload, [lend(r) for r in raws])
+    reply = run(payload, [lend(r) for r in raws], True)
     return reply, [r for r in raws if not take_back(r)]
 
 
