@@ -258,3 +258,15 @@ def warm(ex: Any, data: Any, calls: int = 8) -> None:
     futures = [ex.submit(echo, data) for _ in range(calls)]
     for f in futures:
         assert f.result(60) == data
+
+
+def part(x: Any, i: int, size: int = 1000) -> Any:
+    """The ``i``-th slice of ``size`` items of ``x``, as the caller would compute it."""
+    return summary(x[i * size : (i + 1) * size])
+
+
+def what_arrived(x: Any) -> tuple[int, int, str, bool | None]:
+    """(this worker's pid, the id of what arrived, its type, whether it is writable when it is an
+    array)."""
+    writable = bool(x.flags.writeable) if is_ndarray(x) else None
+    return os.getpid(), id(x), type(x).__name__, writable

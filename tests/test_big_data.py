@@ -542,3 +542,48 @@ def test_shutdown_with_big_calls_running_and_queued_leaves_no_shared_memory_behi
     )
     assert out["finished"] >= 1
     assert out["shutdown"] == 0
+
+
+# --- share: one big input sent once for many calls ----------------------------------------------
+
+SHARE_MODES = ["thread", *MODES]
+
+
+@pytest.mark.parametrize("mode", SHARE_MODES)
+def test_a_shared_input_reaches_every_call_as_the_object_itself(cpu_executor: Any, mode: str) -> None:
+    ex = cpu_executor(WORKERS, isolation=mode)
+    data = h.pattern(4 * MiB, 200)
+    shared = ex.share(data)
+    got = list(ex.map(h.part, [shared] * 8, range(8)))
+    assert got == [h.part(data, i) for i in range(8)]
+    assert {kind for _, _, kind, _ in ex.map(h.what_arrived, [shared] * 4)} == {"bytes"}
+    kw = ex.submit(h.part, x=shared, i=3).result(RESULT_WAIT)  # a keyword argument too
+    assert kw == h.part(data, 3)
+
+
+@needs_numpy
+def test_a_shared_array_is_rebuilt_once_per_worker_process_as_a_read_only_view(cpu_executor: Any) -> None:
+    ex = cpu_executor(WORKERS, isolation="process")
+    arr = np.arange(2_000_000, dtype=np.float64)
+    shared = ex.share(arr)
+    assert shared.nbytes == arr.nbytes
+    seen = list(ex.map(h.what_arrived, [shared] * 16))
+    ids_per_worker: dict[int, set[int]] = {}
+    for pid, ident, kind, writable in seen:
+        assert (kind, writable) == ("ndarray", False)
+        ids_per_worker.setdefault(pid, set()).add(ident)
+    assert all(len(ids) == 1 for ids in ids_per_worker.values()), ids_per_worker
+    assert list(ex.map(h.part, [shared] * 4, range(4))) == [h.part(arr, i) for i in range(4)]
+
+
+def test_a_closed_share_frees_its_memory_and_fails_the_calls_that_name_it(cpu_executor: Any) -> None:
+    ex = cpu_executor(WORKERS, isolation="process")
+    h.warm(ex, b"started")  # the workers' own arenas exist before the count
+    before = h.shm_fds()
+    shared = ex.share(h.pattern(2 * MiB, 201))
+    assert h.shm_fds() == before + 1
+    shared.close()
+    shared.close()  # twice is harmless
+    assert h.shm_fds() == before
+    with pytest.raises(ValueError, match="closed"):
+        ex.submit(h.echo, shared).result(RESULT_WAIT)

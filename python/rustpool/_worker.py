@@ -584,15 +584,22 @@ def _close_pipes_in_forked_child(rfd: int, wfd: int) -> None:
 
 class _Arenas:
     """A worker process's view of its shared memory: the call arena (written by the pool, read
-    here through views lent to each call) and the reply arena (written here)."""
+    here through views lent to each call) and the reply arenas (written here: the one the pool
+    names now, and the last few it named, kept mapped for when it names one of them again)."""
+
+    KEEP_REPLY_ARENAS = 3
 
     def __init__(self) -> None:
         import mmap
 
         self._mmap = mmap.mmap
+        # Mapped with their pages at once (one fault per arena, not one per page).
+        self._flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         self.parent = os.getppid()
         self.call_id = 0
         self.call_root: memoryview | None = None
+        # reply arena id -> [fd, size, mapping or None], the current one last
+        self.replies: dict[int, list[Any]] = {}
         self.reply_id = 0
         self.reply_fd = -1
         self.reply_size = 0
@@ -600,6 +607,9 @@ class _Arenas:
 
     def _open(self, fd: int) -> int:
         return os.open(f"/proc/{self.parent}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+
+    def _map(self, fd: int, size: int) -> Any:
+        return self._mmap(fd, size, flags=self._flags)
 
     def told(self, call: tuple[int, int, int], reply: tuple[int, int, int]) -> None:
         """The pool names the arenas (id, its fd, size) the next calls use."""
@@ -611,27 +621,32 @@ class _Arenas:
             if cfd >= 0 and csize > 0:
                 fd = self._open(cfd)
                 try:
-                    self.call_root = memoryview(self._mmap(fd, csize))
+                    self.call_root = memoryview(self._map(fd, csize))
                 finally:
                     os.close(fd)
         rid, rfd, rsize = reply
         if rid != self.reply_id:
-            self.drop_reply()
+            self._keep_reply()
+            entry = self.replies.pop(rid, None)
+            if entry is None and rfd >= 0:
+                fd = self._open(rfd)
+                entry = [fd, rsize, self._map(fd, rsize) if rsize else None]
             self.reply_id = rid
-            if rfd >= 0:
-                self.reply_fd = self._open(rfd)
-                self.reply_size = rsize
-                if rsize:
-                    self.reply_map = self._mmap(self.reply_fd, rsize)
+            self.reply_fd, self.reply_size, self.reply_map = entry if entry is not None else (-1, 0, None)
+            while len(self.replies) >= self.KEEP_REPLY_ARENAS:
+                self._drop(self.replies.pop(next(iter(self.replies))))
 
-    def drop_reply(self) -> None:
-        if self.reply_map is not None:
-            self.reply_map.close()
-            self.reply_map = None
+    def _keep_reply(self) -> None:
         if self.reply_fd >= 0:
-            os.close(self.reply_fd)
-            self.reply_fd = -1
-        self.reply_size = 0
+            self.replies[self.reply_id] = [self.reply_fd, self.reply_size, self.reply_map]
+        self.reply_fd, self.reply_size, self.reply_map = -1, 0, None
+
+    @staticmethod
+    def _drop(entry: list[Any]) -> None:
+        fd, _, m = entry
+        if m is not None:
+            m.close()
+        os.close(fd)
 
     def call_views(self, where: list[tuple[int, int, int]], inline: memoryview) -> list[memoryview]:
         """The raw views of a call's buffers (in the call arena, or in its frame)."""
@@ -664,7 +679,7 @@ class _Arenas:
                 return None  # no room (a full machine, a file size limit): the pipe
             if self.reply_map is not None:
                 self.reply_map.close()
-            self.reply_map = self._mmap(self.reply_fd, size)
+            self.reply_map = self._map(self.reply_fd, size)
             self.reply_size = size
         m = self.reply_map
         for (_, at, n), b in zip(entries, bufs, strict=True):
@@ -770,18 +785,24 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
             status, data = RAISED, pickle.dumps((err, ""), 5)
         write(memoryview(reply_header.pack(REPLY_MAGIC, call_id, len(data), status) + data))
 
+    def place(bufs: list[Any], reply_free: bool) -> tuple[list[tuple[int, int, int]], list[bytes]]:
+        """Where a result's buffers go: copied to the reply arena (entries only), or, with no
+        arena or no room in it, in the frame (copies of them: the call's views are looked at
+        again before the frame is written)."""
+        where = arenas.write_reply(bufs) if reply_free else None
+        if where is not None:
+            return where, []
+        where, inline, off = [], [], 0
+        for b in bufs:
+            raw = memoryview(b)
+            where.append((0, off, raw.nbytes))
+            inline.append(raw.tobytes())
+            off = aligned(off + raw.nbytes)
+        return where, inline
+
     def send_with_buffers(
-        call_id: int, status: int, data: bytes, bufs: list[Any], pinned: bool, reply_free: bool
+        call_id: int, status: int, data: bytes, where: list[tuple[int, int, int]], inline: list[bytes], pinned: bool
     ) -> None:
-        where = (arenas.write_reply(bufs) if reply_free else None) if bufs else []
-        inline: list[Any] = []
-        if where is None:
-            where, off = [], 0
-            for b in bufs:
-                n = memoryview(b).nbytes
-                where.append((0, off, n))
-                inline.append(b)
-                off = aligned(off + n)
         head = bytearray(reply_body.pack(int(pinned), arenas.reply_size, len(where), len(data)))
         for w in where:
             head += entry.pack(*w)
@@ -789,12 +810,12 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
         size = len(head) + (aligned(where[-1][1] + where[-1][2]) if inline else 0)
         if size > 0xFFFFFFFF:
             err = ValueError(f"the pickled result is {size} bytes; a worker process returns at most 4 GiB")
-            status, data, bufs, where, inline = RAISED, pickle.dumps((err, ""), 5), [], [], []
+            status, data, where, inline = RAISED, pickle.dumps((err, ""), 5), [], []
             head = bytearray(reply_body.pack(int(pinned), arenas.reply_size, 0, len(data))) + data
             size = len(head)
         write(memoryview(reply_header.pack(REPLY_MAGIC, call_id, size, status | WITH_BUFFERS) + head))
         for (_, off, n), b in zip(where if inline else [], inline, strict=True):
-            write(memoryview(b).cast("B") if memoryview(b).format != "B" else memoryview(b))
+            write(memoryview(b))
             pad = aligned(off + n) - off - n
             if pad:
                 write(memoryview(bytes(pad)))
@@ -817,21 +838,18 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
             err = RuntimeError(f"the worker process could not take the call's buffers: {e!r}")
             send(call_id, RAISED, pickle.dumps((err, ""), 5))
             return
-        if not nbuf:
-            status, data, *more = run(view[pos : pos + n])
-            if more:
-                send_with_buffers(call_id, status, data, more[0], False, reply_free)
-            else:
-                send(call_id, status, data)
-            return
-        status, data, *more = run(view[pos : pos + n], [lend(r) for r in raws])
+        status, data, *more = run(view[pos : pos + n], [lend(r) for r in raws] if nbuf else None)
+        # The result's buffers leave first: one may be a view of the call arena (fn returned its
+        # argument), which must not count as a view kept past the call.
+        placed, inline = place(more[0], reply_free) if more else ([], [])
+        del more
         pinned = False
         for r, (kind, _, _) in zip(raws, where, strict=True):
             if not take_back(r) and kind == 1:
                 pinned = True
         del raws
-        if more or pinned:
-            send_with_buffers(call_id, status, data, more[0] if more else [], pinned, reply_free)
+        if placed or pinned:
+            send_with_buffers(call_id, status, data, placed, inline, pinned)
         else:
             send(call_id, status, data)
 

@@ -202,7 +202,11 @@ impl Arena {
     fn remap(&mut self) -> io::Result<()> {
         self.map = None;
         if self.size > 0 {
-            let map = MmapOptions::new().len(self.size).map_raw(&self.file)?;
+            // Its pages mapped at once: one fault for the arena, not one per page.
+            let map = MmapOptions::new()
+                .len(self.size)
+                .populate()
+                .map_raw(&self.file)?;
             self.map = Some(Arc::new(Memory::Mapped(map)));
         }
         Ok(())
