@@ -194,7 +194,11 @@ def dumps_call(
         )
         raise
     try:
-        args_bytes, buffers = _worker.dumps_oob((args, kwargs or {}), _dumps, _pickler_by_value())
+        both = (args, kwargs or {})
+        if _worker._plain(both):  # a small call: no buffer to take out
+            args_bytes, buffers = _dumps(both), None
+        else:
+            args_bytes, buffers = _worker.dumps_oob(both, _dumps, _pickler_by_value())
     except (Exception, SystemExit) as e:
         e.add_note(
             f"(raised while pickling the arguments of {_describe(fn)} to send them to an isolated worker: "
@@ -213,6 +217,11 @@ def decode(
     memory the result's views keep)."""
     if status == OK:
         try:
+            if not buffers:
+                try:
+                    return False, pickle.loads(data)
+                except pickle.UnpicklingError:
+                    pass  # persistent ids (small memoryviews): loads_oob
             return False, _worker.loads_oob(data, [memoryview(b) for b in buffers] if buffers else None)
         except KeyboardInterrupt:
             raise

@@ -164,6 +164,11 @@ def _load_fn(data: memoryview) -> Any:
 
 def _loads(data: bytes | memoryview, views: list[memoryview] | None = None, private: bool = False) -> Any:
     try:
+        if not views:
+            try:
+                return pickle.loads(data)
+            except pickle.UnpicklingError:
+                pass  # persistent ids (small memoryviews): loads_oob
         return loads_oob(data, views, private)
     except (AttributeError, ModuleNotFoundError) as e:
         if ("__main__" in str(e) or "__mp_main__" in str(e)) and _load_main():
@@ -288,6 +293,23 @@ _SCAN_BUDGET = 256
 _SCAN_DEPTH = 4
 
 
+def _plain(obj: object) -> bool:
+    """Whether ``obj`` is made of scalars and strings only (a small call's ``(args, kwargs)``, a
+    small result): nothing in it can cross out of band. A quick look, one level deep."""
+    t = type(obj)
+    if t in _LEAVES:
+        return True
+    if t is tuple and len(obj) == 2 and type(obj[1]) is dict:  # type: ignore[arg-type, index]
+        args: Any = obj[0]  # type: ignore[index]
+        if obj[1] or type(args) is not tuple:  # type: ignore[index]
+            return False
+        for a in args:
+            if type(a) not in _LEAVES:
+                return False
+        return True
+    return False
+
+
 def _holds_big(obj: object) -> bool:
     """Whether ``obj`` holds, within a few levels of containers and instance attributes, a
     ``bytes`` or ``bytearray`` of at least ``OOB_MIN`` bytes, or a memoryview."""
@@ -407,6 +429,8 @@ def dumps_oob(obj: object, dumps: Any, by: type | None = None) -> tuple[bytes, l
     pickles when nothing needs persistent ids; ``by`` is the pickler class (pickle's, or
     cloudpickle's for what crosses by value) that ``_IdPickler`` extends otherwise."""
     bufs: list[Any] = []
+    if _plain(obj):
+        return dumps(obj, None), bufs  # no buffer in it: no callback to pay for
     if not _holds_big(obj):
         try:
             return dumps(obj, bufs), bufs
@@ -470,7 +494,7 @@ def _shaped(view: memoryview, fmt: str, shape: tuple[int, ...], readonly: bool) 
     return view.toreadonly() if readonly else view
 
 
-def loads_oob(data: bytes | memoryview, views: list[memoryview] | None, private: bool = False) -> Any:
+def loads_oob(data: bytes | memoryview, views: list[memoryview] | None = None, private: bool = False) -> Any:
     """What ``dumps_oob`` pickled, its buffers given back as ``views``. ``private``: the views
     show memory the sender may still change (a subinterpreter's caller's): what arrives as a
     view gets a copy of its own."""
@@ -822,7 +846,19 @@ def serve(rfd: int = 3, wfd: int = 4) -> None:
 
     def run_call(call_id: int, body: bytearray) -> None:
         view = memoryview(body)
-        reply_free = bool(view[0] & 2)
+        flags = body[0]
+        if not flags & 1:
+            nbuf, n = counts.unpack_from(body, 1)
+            if not nbuf:  # a call without buffers (most): straight to run
+                status, data, *more = run(view[13 : 13 + n])
+                if more:
+                    placed, inline = place(more[0], bool(flags & 2))
+                    del more
+                    send_with_buffers(call_id, status, data, placed, inline, False)
+                else:
+                    send(call_id, status, data)
+                return
+        reply_free = bool(flags & 2)
         try:
             pos = 1
             if view[0] & 1:
