@@ -91,6 +91,12 @@ async def cpu_executor() -> None:
         async with contextlib.aclosing(pool.amap(total, [1, 2], [3, 4])) as sums:
             assert_type([s async for s in sums], list[int])
 
+        shared = pool.share(b"data" * 100_000)  # sent to each worker once; calls get the bytes
+        assert_type(shared, rustpool.Shared[bytes])
+        assert_type(shared.value, bytes)
+        assert_type(shared.nbytes, int)
+        shared.close()
+
         timed = pool.options(timeout=1)
         assert_type(timed, rustpool.CallOptions)
         assert_type(await timed.run(square, 4), int)

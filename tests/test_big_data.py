@@ -4,10 +4,11 @@ Arguments and results of isolation="process" and "interpreter" cross as pickle p
 buffer of at least 64 KiB (``RUSTPOOL_OOB_THRESHOLD`` overrides) travels out of band: bytes,
 bytearray, memoryview, contiguous numpy arrays. In process mode they go through memfds named
 ``rustpool-shm`` that the parent makes: at most a call arena and a reply arena per worker (plus
-up to two reply arenas per worker that results the caller keeps still show), freed when the pool shuts down, when a worker dies,
-when a call times out or is cancelled with kill; when shared memory cannot grow the pipe carries
-the buffers. None of this may show: values come back with their type and every byte, with the
-semantics of ProcessPoolExecutor (a worker's argument and a caller's result are their own).
+up to two reply arenas per worker that results the caller keeps still show), freed when the pool
+shuts down, when a worker dies, when a call times out or is cancelled with kill; when shared
+memory cannot grow the pipe carries the buffers. None of this may show: values come back with
+their type and every byte, with the semantics of ProcessPoolExecutor (a worker's argument and a
+caller's result are their own).
 
 Contents are compared in full (``big_data_helpers.summary`` digests every byte), not by length. The
 functions sent to workers live in ``tests.big_data_helpers``. Tests that kill workers or time calls

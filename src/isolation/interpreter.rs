@@ -15,16 +15,16 @@
 //! subinterpreter that exists; the worker makes a new one for its next call). The package's exit
 //! hook waits for every subinterpreter to end before the main interpreter finalizes.
 
+use super::shm::{next_offset, Memory, Piece};
 use super::workers::{
     crossing, may_begin, next_calls, settle_and_claim, settle_and_recheck, Done, Shared, Task,
     WorkerPool, PANICKED, RECHECK_AFTER, UNLOADABLE,
 };
-use super::shm::{next_offset, Memory, Piece};
 use crate::job::panic_message;
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::collections::VecDeque;
@@ -308,8 +308,8 @@ impl Worker<'_> {
                 }));
                 shared.running.lock().remove(&me);
                 shared.timed(began.elapsed());
-                let reply = reply
-                    .unwrap_or_else(|p| Reply::failed(PANICKED, panic_message(p.as_ref())));
+                let reply =
+                    reply.unwrap_or_else(|p| Reply::failed(PANICKED, panic_message(p.as_ref())));
                 if !reply.kept.is_empty() {
                     self.held.push(Held {
                         raws: reply.kept,
@@ -602,7 +602,10 @@ unsafe fn copy_out(list: *mut ffi::PyObject) -> Result<Vec<Piece>, String> {
         ) != 0
         {
             views.iter_mut().for_each(|v| ffi::PyBuffer_Release(v));
-            return Err(format!("a result's buffer could not be read: {}", take_error()));
+            return Err(format!(
+                "a result's buffer could not be read: {}",
+                take_error()
+            ));
         }
         views.push(view);
     }

@@ -260,7 +260,9 @@ impl Child {
         }
         body.extend_from_slice(payload);
         let in_frame = if inline {
-            table.last().map_or(0, |(_, off, len)| next_offset(*off, *len))
+            table
+                .last()
+                .map_or(0, |(_, off, len)| next_offset(*off, *len))
         } else {
             0
         };
@@ -279,7 +281,8 @@ impl Child {
             let zeros = [0u8; shm::ALIGN];
             for (b, (_, off, len)) in buffers.iter().zip(&table) {
                 self.calls.write_all(b)?;
-                self.calls.write_all(&zeros[..next_offset(*off, *len) - off - len])?;
+                self.calls
+                    .write_all(&zeros[..next_offset(*off, *len) - off - len])?;
             }
         }
         self.next_id += 1;
@@ -1147,8 +1150,7 @@ fn run_some(
         let Some(payload) = &task.payload else { break };
         // A call with buffers goes alone: the call arena holds one call's at a time.
         let alone = !task.buffers.is_empty();
-        if sent > 0 && (alone || bytes + payload.len() > PIPELINE_BYTES || task.job.cancel_seen())
-        {
+        if sent > 0 && (alone || bytes + payload.len() > PIPELINE_BYTES || task.job.cancel_seen()) {
             break;
         }
         if c.send_call(payload, &task.buffer_slices()).is_err() {

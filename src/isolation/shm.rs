@@ -45,7 +45,11 @@ pub fn next_offset(off: usize, len: usize) -> usize {
 pub enum Memory {
     Mapped(MmapRaw),
     /// The vector is never touched again once its address is taken: views write through it.
-    Heap { addr: usize, len: usize, _owner: Vec<u8> },
+    Heap {
+        addr: usize,
+        len: usize,
+        _owner: Vec<u8>,
+    },
 }
 
 impl Memory {
@@ -262,8 +266,7 @@ fn reserve(_file: &File, _size: usize) -> io::Result<()> {
 
 /// The `Shared` handle class (`rustpool._shared`): a thread-run call gets the value a handle
 /// stands for, as an isolated worker does when it unpickles one.
-static SHARED_TYPE: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
-    pyo3::sync::PyOnceLock::new();
+static SHARED_TYPE: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
 
 /// Say which class is `Shared` (once, when `rustpool._shared` is imported).
 #[pyfunction]
@@ -271,14 +274,19 @@ pub fn _set_shared_type(py: Python<'_>, cls: Bound<'_, pyo3::types::PyType>) {
     let _ = SHARED_TYPE.set(py, cls.unbind());
 }
 
+/// A call's arguments: positional, and keyword if any.
+pub type Arguments<'py> = (
+    Bound<'py, pyo3::types::PyTuple>,
+    Option<Bound<'py, pyo3::types::PyDict>>,
+);
+
 /// `args` with every `Shared` handle among them (and among `kwargs`' values) replaced by its
 /// value; None when there is none (the common case: one type check per argument).
 pub fn unshared<'py>(
     py: Python<'py>,
     args: &Bound<'py, pyo3::types::PyTuple>,
     kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
-) -> PyResult<Option<(Bound<'py, pyo3::types::PyTuple>, Option<Bound<'py, pyo3::types::PyDict>>)>>
-{
+) -> PyResult<Option<Arguments<'py>>> {
     let Some(t) = SHARED_TYPE.get(py) else {
         return Ok(None);
     };
@@ -295,10 +303,8 @@ pub fn unshared<'py>(
             Ok(a)
         }
     };
-    let new_args = pyo3::types::PyTuple::new(
-        py,
-        args.iter().map(value).collect::<PyResult<Vec<_>>>()?,
-    )?;
+    let new_args =
+        pyo3::types::PyTuple::new(py, args.iter().map(value).collect::<PyResult<Vec<_>>>()?)?;
     let new_kwargs = match kwargs {
         Some(k) => {
             let d = pyo3::types::PyDict::new(py);
@@ -326,7 +332,10 @@ pub fn _copy_into(
         ));
     }
     let n = src.len_bytes();
-    if offset.checked_add(n).is_none_or(|end| end > dst.len_bytes()) {
+    if offset
+        .checked_add(n)
+        .is_none_or(|end| end > dst.len_bytes())
+    {
         return Err(pyo3::exceptions::PyValueError::new_err(format!(
             "{n} bytes do not fit at offset {offset} of {} bytes",
             dst.len_bytes()
