@@ -696,7 +696,8 @@ class _Arenas:
             entries.append((1, off, n))
             off = aligned(off + n)
         if off > self.reply_size:
-            size = max(1 << 20, 1 << (off - 1).bit_length())
+            # Whole MiB, or half as much again as before when that is more (as the pool grows its).
+            size = max(-(-off // (1 << 20)) << 20, self.reply_size * 3 // 2)
             try:
                 os.posix_fallocate(self.reply_fd, 0, size)
             except OSError:

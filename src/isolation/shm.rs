@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 /// Where the buffers of one frame start, and each one after the last: cache-line aligned.
 pub const ALIGN: usize = 64;
-/// Arenas grow to a power of two, at least this much.
+/// Arenas grow by whole MiB.
 const MIN_ARENA: usize = 1 << 20;
 /// An arena bigger than this is given back once its call is settled (a 1 GB call must not keep
 /// 1 GB of shared memory per worker for as long as the pool lives).
@@ -179,13 +179,15 @@ impl Arena {
         self.map.as_ref().is_some_and(|m| Arc::strong_count(m) > 1)
     }
 
-    /// Make it hold at least `need` bytes (a power of two, at least 1 MiB), its pages reserved.
-    /// Only while it is not pinned.
+    /// Make it hold at least `need` bytes, its pages reserved: `need` in whole MiB, or half as
+    /// much again as it held when that is more (a few growths reach any size; an arena is never
+    /// much bigger than the biggest call, its pages all mapped). Only while it is not pinned.
     pub fn grow(&mut self, need: usize) -> io::Result<()> {
         if need <= self.size {
             return Ok(());
         }
-        let size = need.max(MIN_ARENA).next_power_of_two();
+        let size = need.div_ceil(MIN_ARENA) * MIN_ARENA;
+        let size = size.max(self.size + self.size / 2);
         reserve(&self.file, size).inspect_err(|_| {
             // Back to what it was: a file bigger than its reserved pages would SIGBUS its reader.
             let _ = self.file.set_len(self.size as u64);
