@@ -588,3 +588,18 @@ def test_a_closed_share_frees_its_memory_and_fails_the_calls_that_name_it(cpu_ex
     assert h.shm_fds() == before
     with pytest.raises(ValueError, match="closed"):
         ex.submit(h.echo, shared).result(RESULT_WAIT)
+
+
+def test_a_threshold_that_is_not_a_positive_number_of_bytes_is_refused_at_import() -> None:
+    import subprocess
+
+    for bad in ("64k", "0", "-5"):
+        proc = subprocess.run(
+            [sys.executable, "-c", "import rustpool"],
+            env={**os.environ, "RUSTPOOL_OOB_THRESHOLD": bad},
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT,
+        )
+        assert proc.returncode != 0, bad
+        assert "ValueError: RUSTPOOL_OOB_THRESHOLD=" in proc.stderr, proc.stderr
