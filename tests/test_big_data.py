@@ -535,7 +535,11 @@ def test_shutdown_with_big_calls_running_and_queued_leaves_no_shared_memory_behi
         big = h.pattern(10 << 20, 1)
         ex = rustpool.CpuExecutor(2, isolation="process")
         h.warm(ex, big)
-        futures = [ex.submit(h.sleep_holding, big, 0.2) for _ in range(6)]
+        marker = os.path.join(os.getcwd(), "began")
+        futures = [ex.submit(h.touch_then_sleep_holding, marker, big, 0.2) for _ in range(6)]
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.005)  # shut down once a call runs (under load none may have begun yet)
         ex.shutdown(wait=True, cancel_futures=True)
         seen["finished"] = sum(1 for f in futures if not f.cancelled() and f.result(0) == len(big))
         seen["shutdown"] = h.settled_shm_fds(0)
