@@ -23,7 +23,7 @@ impl Call {
     fn invoke(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let call = || {
             let (args, kwargs) = (self.args.bind(py), self.kwargs.as_ref().map(|k| k.bind(py)));
-            match crate::isolation::shm::unshared(py, args, kwargs)? {
+            match unshared(py, args, kwargs)? {
                 // `Shared` handles stand for their values here too.
                 Some((args, kwargs)) => self.func.bind(py).call(args, kwargs.as_ref()),
                 None => self.func.bind(py).call(args, kwargs),
@@ -358,4 +358,58 @@ pub fn panic_probe(future: Bound<'_, PyAny>) -> Job {
             fut: future.unbind(),
         },
     )
+}
+
+/// The `Shared` handle class (`rustpool._shared`): a thread-run call gets the value a handle
+/// stands for, as an isolated worker does when it unpickles one.
+static SHARED_TYPE: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
+
+/// Say which class is `Shared` (once, when `rustpool._shared` is imported).
+#[pyfunction]
+pub fn _set_shared_type(py: Python<'_>, cls: Bound<'_, pyo3::types::PyType>) {
+    let _ = SHARED_TYPE.set(py, cls.unbind());
+}
+
+/// A call's arguments: positional, and keyword if any.
+pub type Arguments<'py> = (
+    Bound<'py, pyo3::types::PyTuple>,
+    Option<Bound<'py, pyo3::types::PyDict>>,
+);
+
+/// `args` with every `Shared` handle among them (and among `kwargs`' values) replaced by its
+/// value; None when there is none (the common case: one type check per argument).
+pub fn unshared<'py>(
+    py: Python<'py>,
+    args: &Bound<'py, pyo3::types::PyTuple>,
+    kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
+) -> PyResult<Option<Arguments<'py>>> {
+    let Some(t) = SHARED_TYPE.get(py) else {
+        return Ok(None);
+    };
+    let t = t.bind(py);
+    let is_handle = |a: &Bound<'py, PyAny>| a.get_type().is(t);
+    let in_kwargs = kwargs.is_some_and(|k| k.values().iter().any(|v| is_handle(&v)));
+    if !in_kwargs && !args.iter().any(|a| is_handle(&a)) {
+        return Ok(None);
+    }
+    let value = |a: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyAny>> {
+        if is_handle(&a) {
+            a.getattr(pyo3::intern!(py, "value"))
+        } else {
+            Ok(a)
+        }
+    };
+    let new_args =
+        pyo3::types::PyTuple::new(py, args.iter().map(value).collect::<PyResult<Vec<_>>>()?)?;
+    let new_kwargs = match kwargs {
+        Some(k) => {
+            let d = pyo3::types::PyDict::new(py);
+            for (key, v) in k.iter() {
+                d.set_item(key, value(v)?)?;
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    Ok(Some((new_args, new_kwargs)))
 }

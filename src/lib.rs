@@ -66,7 +66,7 @@ fn _rustpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::Drain>()?;
     m.add_function(wrap_pyfunction!(resolve_isolation, m)?)?;
     m.add_function(wrap_pyfunction!(_exit, m)?)?;
-    m.add_function(wrap_pyfunction!(isolation::shm::_set_shared_type, m)?)?;
+    m.add_function(wrap_pyfunction!(job::_set_shared_type, m)?)?;
     m.add_function(wrap_pyfunction!(isolation::shm::_copy_into, m)?)?;
     m.add_function(wrap_pyfunction!(_live_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
