@@ -375,6 +375,12 @@ class CpuExecutor(_PoolExecutor, Executor):
     ``max_memory_per_child`` (bytes of RSS) replace a worker after that many calls or once it
     grows past that size; ``kill_on_cancel=True`` kills the worker of an awaited call (``run``,
     ``amap``) that is cancelled while it runs. Per-call timeouts: ``pool.options(timeout=...)``.
+
+    ``cluster`` (a scheduler address such as ``"tcp://host:8786"``, a ``distributed.Client`` or a
+    Dask cluster object; needs ``pip install 'rustpool[dask]'``): the calls run on that Dask
+    cluster, batched into a few Dask tasks, each call in a rustpool worker process on its node
+    (timeouts kill that process; a crash fails that call with ``WorkerCrashed``). ``max_workers``
+    then only sizes ``map``'s batches (default: the cluster's threads). See ``rustpool._cluster``.
     """
 
     def __init__(
@@ -391,9 +397,13 @@ class CpuExecutor(_PoolExecutor, Executor):
         thread_name_prefix: str = "",
         max_memory_per_child: int | None = None,
         kill_on_cancel: bool = False,
+        cluster: Any = None,
     ) -> None:
         _check_workers(max_workers)
         _check_initializer(initializer)
+        if cluster is not None:
+            self._on_cluster(cluster, max_workers, isolation, locals())
+            return
         if mp_context is not None and not callable(getattr(mp_context, "get_start_method", None)):
             raise TypeError(
                 f"mp_context must be a multiprocessing context (multiprocessing.get_context()), not {mp_context!r}"
@@ -419,6 +429,34 @@ class CpuExecutor(_PoolExecutor, Executor):
         self._initializer = initializer
         self._initargs = initargs
         self._max_tasks_per_child = max_tasks_per_child
+
+    def _on_cluster(self, cluster: Any, max_workers: int | None, isolation: str, given: dict[str, Any]) -> None:
+        """Run this pool's calls on a Dask cluster (``rustpool._cluster``)."""
+        local_only = {
+            "mp_context": None,
+            "initializer": None,
+            "max_tasks_per_child": None,
+            "max_memory_per_child": None,
+            "kill_on_cancel": False,
+            "learn": True,
+            "fallback": "warn",
+        }
+        for name, default in local_only.items():
+            if given[name] != default:
+                raise ValueError(f"{name}= applies to local workers; a cluster pool (cluster=...) does not take it")
+        if isolation not in ("auto", "process"):
+            raise ValueError(
+                f'a cluster pool runs each call in a worker process on its node: isolation="{isolation}" '
+                'cannot be used with cluster= (leave "auto", or "process")'
+            )
+        from ._cluster import ClusterPool
+
+        self._pool = ClusterPool(cluster, max_workers)
+        self._max_workers = self._pool.max_workers
+        self._mp_context = None
+        self._initializer = None
+        self._initargs = ()
+        self._max_tasks_per_child = None
 
     def map(
         self,
@@ -607,6 +645,7 @@ class Settings(TypedDict):
     cpu_workers: int | None
     isolation: IsolationMode
     fallback: FallbackPolicy
+    cluster: Any
 
 
 _settings: Settings = {
@@ -615,6 +654,7 @@ _settings: Settings = {
     "cpu_workers": None,
     "isolation": "auto",
     "fallback": "warn",
+    "cluster": None,
 }
 
 
@@ -645,6 +685,7 @@ def default_cpu_executor() -> CpuExecutor:
                 isolation=_settings["isolation"],
                 fallback=_settings["fallback"],
                 thread_name_prefix="rustpool-run_cpu",
+                cluster=_settings["cluster"],
             )
             _cpu_rs = _default_cpu._pool
         return _default_cpu
@@ -660,8 +701,13 @@ def configure(
     cpu_workers: int | None = _UNSET,
     isolation: IsolationMode = _UNSET,
     fallback: FallbackPolicy = _UNSET,
+    cluster: Any = _UNSET,
 ) -> None:
     """Set up the default pools behind ``to_thread`` and ``run_cpu``.
+
+    ``cluster`` (a Dask scheduler address, a ``distributed.Client`` or a Dask cluster): every
+    ``run_cpu`` runs there from now on (``CpuExecutor(cluster=...)``); ``None`` goes back to
+    local workers. ``to_thread`` always stays local.
 
     Only the settings named change. A default pool that already exists is replaced: the old one
     stops taking work and is shut down without waiting (calls it already has still complete).
@@ -676,6 +722,7 @@ def configure(
         ("cpu_workers", cpu_workers),
         ("isolation", isolation),
         ("fallback", fallback),
+        ("cluster", cluster),
     ):
         if value is not _UNSET:
             new[key] = value  # type: ignore[literal-required]
@@ -691,10 +738,11 @@ def configure(
         if (new["max_threads"], new["keep_alive"]) != (_settings["max_threads"], _settings["keep_alive"]):
             old.append(_default_thread)
             _default_thread = _thread_rs = None
-        if (new["cpu_workers"], new["isolation"], new["fallback"]) != (
+        if (new["cpu_workers"], new["isolation"], new["fallback"], new["cluster"]) != (
             _settings["cpu_workers"],
             _settings["isolation"],
             _settings["fallback"],
+            _settings["cluster"],
         ):
             old.append(_default_cpu)
             _default_cpu = _cpu_rs = None

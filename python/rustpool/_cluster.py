@@ -1,0 +1,359 @@
+"""``CpuExecutor(cluster=...)``: the same executor, its calls run on a Dask cluster.
+
+Why it exists: CPU work that outgrows one machine should not be rewritten. Dask distributed
+schedules; rustpool keeps its own guarantees on every node:
+
+- Calls are batched: a dispatcher thread takes what has been submitted (waiting ``batch_delay``
+  for more while calls keep coming) and sends it as a few Dask tasks, about four per worker
+  thread of the cluster, so 10,000 tiny calls are not 10,000 tasks (Dask costs ~1 ms per task).
+- On its node, each call of a batch runs in a rustpool worker process (a ``CpuExecutor`` of
+  that Dask worker, ``isolation="process"``, one worker process per Dask thread): a per-call
+  timeout kills that process, not the Dask worker, and a call that crashes its process fails
+  alone with ``WorkerCrashed``.
+- A call cancelled before its batch goes never runs; once sent it runs (Dask cannot stop a task).
+- A Dask worker lost while it holds a batch fails only that batch's calls, with
+  ``WorkerCrashed`` naming each call, unless ``retry_lost=True`` lets Dask run the batch again
+  elsewhere (it may then run twice). Its scheduler's ``allowed-failures`` still bounds retries.
+- ``Shared`` handles (``pool.share``) go to the cluster once (``client.scatter``).
+
+This module imports ``distributed`` only when a cluster pool is made: it is an optional extra
+(``pip install 'rustpool[dask]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import threading
+import time
+import traceback
+from concurrent.futures import Future
+from typing import Any
+
+from ._crossing import RemoteTraceback
+
+# How many batches per worker thread of the cluster a burst of calls is cut into.
+BATCHES_PER_THREAD = 4
+# A batch holds at most this many calls.
+MAX_BATCH = 2048
+_batches = itertools.count()
+
+
+def _needs_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as e:
+        raise ImportError(
+            "CpuExecutor(cluster=...) and configure(cluster=...) run calls on a Dask cluster and need "
+            "Dask distributed: pip install 'rustpool[dask]'"
+        ) from e
+    return distributed
+
+
+class ClusterPool:
+    """What ``CpuExecutor`` calls ``_pool`` when it runs on a cluster (the Rust ``CpuPool``'s
+    methods, in Python: Dask is Python)."""
+
+    def __init__(
+        self,
+        cluster: Any,
+        max_workers: int | None,
+        *,
+        batch_delay: float = 0.001,
+        retry_lost: bool = False,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        distributed = self._distributed = _needs_distributed()
+        if isinstance(cluster, distributed.Client):
+            self._client, self._owns_client = cluster, False
+        else:
+            address = getattr(cluster, "scheduler_address", cluster)  # a LocalCluster, or an address
+            if not isinstance(address, str):
+                raise TypeError(
+                    f"cluster must be a scheduler address, a distributed.Client or a Dask cluster, not {cluster!r}"
+                )
+            self._client = distributed.Client(address, set_as_default=False, timeout=connect_timeout)
+            self._owns_client = True
+        threads = sum(self._client.nthreads().values())
+        self.max_workers = max_workers or max(threads, 1)
+        self.isolation = "process"
+        self._delay = batch_delay
+        self._retry_lost = retry_lost
+        self._lock = threading.Condition()
+        self._queue: collections.deque[tuple[Future[Any], Any, tuple[Any, ...], dict[str, Any], float | None]] = (
+            collections.deque()
+        )
+        self._sent: dict[Any, list[Future[Any]]] = {}
+        self._settle: collections.deque[Any] = collections.deque()
+        self._closing = False
+        self._scattered: dict[Any, Any] = {}
+        self._marks: dict[Any, Any] = {}
+        self._dispatcher = threading.Thread(target=self._dispatch, name="rustpool-cluster-dispatch", daemon=True)
+        self._settler = threading.Thread(target=self._settle_loop, name="rustpool-cluster-settle", daemon=True)
+        self._dispatcher.start()
+        self._settler.start()
+
+    # --- the CpuPool surface ------------------------------------------------------------------
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._closing
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._queue) + sum(len(b) for b in self._sent.values())
+
+    def check_timeout(self, timeout: float) -> None:
+        if not (isinstance(timeout, int | float) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+
+    def check_isolation(self, isolation: str, timed: bool) -> None:
+        if isolation != "process":
+            raise ValueError(
+                f'a cluster pool runs every call in worker processes on its nodes: isolation="{isolation}" '
+                'cannot be chosen per call (only "process")'
+            )
+
+    def placements(self) -> list[tuple[str, str, str, int, int]]:
+        return []
+
+    def submit(
+        self,
+        f: Future[Any],
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        timeout: float | None = None,
+        isolation: str | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.append((f, fn, args, kwargs or {}, timeout))
+            self._lock.notify_all()
+
+    async def run(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return await self.run_timed(None, fn, args, kwargs, None)
+
+    async def run_timed(
+        self, timeout: float | None, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, isolation: Any
+    ) -> Any:
+        f: Future[Any] = Future()
+        self.submit(f, fn, args, kwargs, timeout, isolation)
+        return await asyncio.wrap_future(f)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closing = True
+            if cancel_futures:
+                while self._queue:
+                    self._queue.popleft()[0].cancel()
+            self._lock.notify_all()
+        if wait:
+            self._dispatcher.join()
+            with self._lock:
+                while self._sent:
+                    self._lock.wait(0.1)
+        if self._owns_client and (wait or not self._sent):
+            self._close_client()
+
+    def _close_client(self) -> None:
+        self._settle.append(None)  # ends the settler
+        try:
+            self._client.close()
+        except Exception:
+            pass
+
+    # --- dispatch: calls to batches to Dask tasks ---------------------------------------------
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._lock.wait()
+                if not self._queue and self._closing:
+                    return
+            # Calls that keep coming share the batches: wait a moment for them.
+            time.sleep(self._delay)
+            with self._lock:
+                taken = list(self._queue)
+                self._queue.clear()
+            calls = [c for c in taken if c[0].set_running_or_notify_cancel()]
+            if calls:
+                self._send(calls)
+
+    def _send(self, calls: list[tuple[Future[Any], Any, tuple[Any, ...], dict[str, Any], float | None]]) -> None:
+        try:
+            threads = max(sum(self._client.nthreads().values()), 1)
+        except Exception:
+            threads = self.max_workers
+        per = max(1, min(MAX_BATCH, -(-len(calls) // (threads * BATCHES_PER_THREAD))))
+        for start in range(0, len(calls), per):
+            chunk = calls[start : start + per]
+            payload = [(fn, self._unshare_call(fn, args), self._unshare_kw(kw), t) for _, fn, args, kw, t in chunk]
+            futures = [c[0] for c in chunk]
+            try:
+                mark = None
+                if not self._retry_lost:
+                    # Made here, unset: the batch's first run sets it, a second run finds it set.
+                    mark = self._distributed.Variable(f"rustpool-ran-{next(_batches)}", client=self._client)
+                    mark.set(False)
+                task = self._client.submit(_node_run, payload, mark.name if mark else None, pure=False)
+                if mark is not None:
+                    self._marks[task] = mark
+            except Exception as e:
+                for f in futures:
+                    _fail(f, e)
+                continue
+            with self._lock:
+                self._sent[task] = futures
+            task.add_done_callback(self._settle.append)
+
+    def _unshare_call(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``args`` with ``Shared`` handles scattered (also inside a ``map`` batch's calls)."""
+        from ._crossing import process_chunk
+
+        if fn is process_chunk and len(args) == 2:
+            return (args[0], [self._unshare(a) for a in args[1]])
+        return self._unshare(args)
+
+    def _unshare(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        from ._shared import Shared
+
+        if not any(type(a) is Shared for a in args):
+            return args
+        return tuple(self._scatter(a) if type(a) is Shared else a for a in args)
+
+    def _unshare_kw(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from ._shared import Shared
+
+        if not any(type(v) is Shared for v in kwargs.values()):
+            return kwargs
+        return {k: self._scatter(v) if type(v) is Shared else v for k, v in kwargs.items()}
+
+    def _scatter(self, handle: Any) -> Any:
+        """A Dask future of a ``Shared`` handle's value, scattered once to every worker (Dask
+        passes the value itself to the task)."""
+        key = id(handle)
+        got = self._scattered.get(key)
+        if got is None or got[0] is not handle:
+            got = (handle, self._client.scatter(handle.value, broadcast=True, hash=False))
+            self._scattered[key] = got
+        return got[1]
+
+    # --- settle: Dask results to the calls' futures ---------------------------------------------
+
+    def _settle_loop(self) -> None:
+        while True:
+            while not self._settle:
+                time.sleep(0.0005)
+            task = self._settle.popleft()
+            if task is None:
+                return
+            with self._lock:
+                futures = self._sent.get(task, [])
+            try:
+                outcomes = task.result()
+            except BaseException as e:
+                outcomes = [(False, _lost(e, i, len(futures)), "") for i in range(len(futures))]
+            for f, (ok, value, tb) in zip(futures, outcomes, strict=False):
+                if ok:
+                    f.set_result(value)
+                else:
+                    if tb:
+                        value.__cause__ = RemoteTraceback(tb)
+                    f.set_exception(value)
+            mark = self._marks.pop(task, None)
+            if mark is not None:
+                try:
+                    mark.delete()
+                except Exception:
+                    pass
+            with self._lock:
+                self._sent.pop(task, None)
+                self._lock.notify_all()
+
+
+def _fail(f: Future[Any], e: BaseException) -> None:
+    if not f.done():
+        f.set_exception(e)
+
+
+def _lost(e: BaseException, i: int, n: int) -> BaseException:
+    from ._errors import WorkerCrashed
+
+    return WorkerCrashed(
+        f"the Dask worker running call {i + 1} of a batch of {n} was lost or failed before the batch returned "
+        f"({type(e).__name__}: {e}); the call may or may not have run"
+    )
+
+
+# --- on the node -----------------------------------------------------------------------------------
+
+_node_pool: Any = None
+_node_lock = threading.Lock()
+
+
+def _local_pool() -> Any:
+    """This Dask worker's rustpool pool: one worker process per Dask thread."""
+    global _node_pool
+    with _node_lock:
+        if _node_pool is None:
+            from distributed import get_worker
+
+            from ._api import CpuExecutor
+
+            threads = get_worker().state.nthreads
+            _node_pool = CpuExecutor(threads, isolation="process", thread_name_prefix="rustpool-on-dask")
+        return _node_pool
+
+
+def _node_run(calls: list[tuple[Any, tuple[Any, ...], dict[str, Any], float | None]], mark: str | None) -> list[Any]:
+    """Run a batch on this node, each call in a rustpool worker process: ``(True, result, "")``
+    or ``(False, exception, remote traceback)`` per call, in order. ``mark``: the name of the
+    batch's Dask ``Variable`` (None under ``retry_lost``): unset on the batch's first run, set by
+    it; a second run (its first worker was lost) finds it set and runs nothing."""
+    if mark is not None:
+        import distributed
+
+        ran: Any = distributed.Variable  # untyped in distributed
+        ran = ran(mark)
+        if ran.get():
+            raise RuntimeError("the Dask worker that began this batch was lost; it is not run again (retry_lost=False)")
+        ran.set(True)
+    pool = _local_pool()
+    futures = []
+    for fn, args, kwargs, timeout in calls:
+        ex = pool.options(timeout=timeout) if timeout is not None else pool
+        try:
+            futures.append(ex.submit(fn, *args, **kwargs))
+        except BaseException as e:
+            failed: Future[Any] = Future()
+            failed.set_exception(e)
+            futures.append(failed)
+    out: list[Any] = []
+    for f in futures:
+        try:
+            out.append((True, f.result(), ""))
+        except BaseException as e:
+            cause = e.__cause__
+            tb = str(cause) if isinstance(cause, RemoteTraceback) else "".join(traceback.format_exception(e))
+            out.append((False, _portable(e), tb))
+    return out
+
+
+def _portable(e: BaseException) -> BaseException:
+    """``e`` if it pickles (Dask sends it back), else a RuntimeError that says what it was."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(e))
+        e.__cause__ = None  # the traceback travels as text
+        e.__context__ = None
+        return e
+    except Exception:
+        return RuntimeError(f"{type(e).__module__}.{type(e).__qualname__}: {e} (the exception could not be pickled)")
