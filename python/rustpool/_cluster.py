@@ -73,7 +73,10 @@ class ClusterPool:
                 raise TypeError(
                     f"cluster must be a scheduler address, a distributed.Client or a Dask cluster, not {cluster!r}"
                 )
-            self._client = distributed.Client(address, set_as_default=False, timeout=connect_timeout)
+            # A synchronous client (its own event loop thread), even when made inside a coroutine.
+            self._client = distributed.Client(
+                address, set_as_default=False, timeout=connect_timeout, asynchronous=False
+            )
             self._owns_client = True
         threads = sum(self._client.nthreads().values())
         self.max_workers = max_workers or max(threads, 1)
@@ -136,15 +139,17 @@ class ClusterPool:
             self._queue.append((f, fn, args, kwargs or {}, timeout))
             self._lock.notify_all()
 
-    async def run(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        return await self.run_timed(None, fn, args, kwargs, None)
+    def run(self, fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        return self.run_timed(None, fn, args, kwargs, None)
 
-    async def run_timed(
+    def run_timed(
         self, timeout: float | None, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, isolation: Any
-    ) -> Any:
+    ) -> asyncio.Future[Any]:
+        """The call, submitted now, as a future of the running loop (as the Rust pool's ``run``):
+        cancelling it before its batch goes means it never runs."""
         f: Future[Any] = Future()
         self.submit(f, fn, args, kwargs, timeout, isolation)
-        return await asyncio.wrap_future(f)
+        return asyncio.wrap_future(f)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         with self._lock:

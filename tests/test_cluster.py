@@ -1,0 +1,188 @@
+"""CpuExecutor(cluster=...) and configure(cluster=...) on a real Dask LocalCluster.
+
+A module fixture starts a scheduler and two worker processes (one thread each) on this machine;
+tests that kill workers or close a cluster make their own. Every wait has a timeout: a cluster
+that misbehaves fails a test, it never hangs the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rustpool
+
+from . import cluster_helpers as h
+
+distributed = pytest.importorskip("distributed", reason="Dask distributed is the rustpool[dask] extra")
+
+# Dask's own housekeeping leaves sockets for the collector and warns about it; the warnings are
+# Dask's, not about what these tests check.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+WAIT = 60.0
+
+
+def local_cluster() -> Any:
+    return distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",  # never the default port: tests make clusters side by side
+        worker_dashboard_address=None,
+        silence_logs=50,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    c = local_cluster()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def pool(cluster: Any) -> Iterator[rustpool.CpuExecutor]:
+    with rustpool.CpuExecutor(cluster=cluster) as ex:
+        yield ex
+
+
+def dask_worker_pids(client: Any) -> set[int]:
+    return set(client.run(os.getpid).values())
+
+
+def test_results_and_exceptions_come_back_with_the_remote_traceback(pool: rustpool.CpuExecutor) -> None:
+    assert pool.submit(h.inc, 1).result(WAIT) == 2
+    with pytest.raises(ValueError, match="boom 3") as info:
+        pool.submit(h.boom, 3).result(WAIT)
+    assert isinstance(info.value.__cause__, rustpool.RemoteTraceback)
+    assert "boom" in str(info.value.__cause__)
+
+
+def test_each_call_runs_in_a_worker_process_whose_parent_is_a_dask_worker(
+    pool: rustpool.CpuExecutor, cluster: Any
+) -> None:
+    with distributed.Client(cluster, set_as_default=False) as client:
+        workers = dask_worker_pids(client)
+    pid, parent = pool.submit(h.where).result(WAIT)
+    assert parent in workers
+    assert pid not in workers and pid != os.getpid()
+
+
+def test_configure_cluster_routes_run_cpu_and_none_brings_it_back(cluster: Any) -> None:
+    with distributed.Client(cluster, set_as_default=False) as client:
+        workers = dask_worker_pids(client)
+    try:
+        rustpool.configure(cluster=cluster.scheduler_address)
+        _, parent = asyncio.run(rustpool.run_cpu(h.where))
+        assert parent in workers
+        assert rustpool.settings()["cluster"] == cluster.scheduler_address
+    finally:
+        rustpool.configure(cluster=None)
+    pid, parent = asyncio.run(rustpool.run_cpu(h.where))
+    assert os.getpid() in (pid, parent)  # here again: a thread, subinterpreter or worker process of ours
+
+
+def test_a_timeout_kills_the_call_on_its_node_and_the_next_call_works(pool: rustpool.CpuExecutor) -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="its worker process was killed"):
+        pool.options(timeout=0.5).submit(h.sleep_then, 30, 1).result(WAIT)
+    assert time.monotonic() - started < 20
+    assert [pool.submit(h.inc, i).result(WAIT) for i in range(4)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_amap_over_a_thousand_calls(pool: rustpool.CpuExecutor, ordered: bool) -> None:
+    async def main() -> list[int]:
+        return [x async for x in pool.amap(h.inc, range(1000), ordered=ordered)]
+
+    got = asyncio.run(asyncio.wait_for(main(), WAIT))
+    if ordered:
+        assert got == list(range(1, 1001))
+    else:
+        assert sorted(got) == list(range(1, 1001))
+
+
+def test_ten_thousand_tiny_calls_take_far_fewer_dask_tasks(pool: rustpool.CpuExecutor, cluster: Any) -> None:
+    with distributed.Client(cluster, set_as_default=False) as client:
+        with distributed.get_task_stream(client) as stream:
+            futures = [pool.submit(h.inc, i) for i in range(10_000)]
+            assert [f.result(WAIT) for f in futures] == list(range(1, 10_001))
+        tasks = [t for t in stream.data if "_node_run" in str(t.get("key"))]
+    assert 0 < len(tasks) <= 500, f"{len(tasks)} Dask tasks for 10,000 calls"
+
+
+def test_map_with_auto_chunks_and_a_shared_input(pool: rustpool.CpuExecutor) -> None:
+    assert list(pool.map(h.inc, range(200))) == list(range(1, 201))
+    data = list(range(1000))
+    shared = pool.share(data)
+    assert list(pool.map(len, [shared] * 20)) == [1000] * 20
+
+
+def test_shutdown_waits_for_calls_in_flight_and_cancels_the_queued_when_asked(cluster: Any) -> None:
+    ex = rustpool.CpuExecutor(cluster=cluster)
+    running = [ex.submit(h.sleep_then, 0.3, i) for i in range(4)]
+    ex.shutdown(wait=True)
+    assert [f.result(0) for f in running] == [0, 1, 2, 3]
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(h.inc, 1)
+
+
+def test_a_killed_dask_worker_fails_only_the_calls_it_held_and_the_pool_goes_on(tmp_path: Path) -> None:
+    cluster = local_cluster()
+    try:
+        with rustpool.CpuExecutor(cluster=cluster) as ex, distributed.Client(cluster, set_as_default=False) as c:
+            marker = tmp_path / "began"
+            victim = ex.submit(h.touch_then_sleep, str(marker), 30)
+            deadline = time.monotonic() + WAIT
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert marker.exists(), "the call never began"
+            # The Dask worker that runs it: the parent of the process that made the marker.
+            holder = int(marker.read_text())
+            assert holder in dask_worker_pids(c)
+            os.kill(holder, signal.SIGKILL)
+            with pytest.raises(rustpool.WorkerCrashed, match="Dask worker"):
+                victim.result(WAIT)
+            assert [ex.submit(h.inc, i).result(WAIT) for i in range(3)] == [1, 2, 3]
+    finally:
+        cluster.close()
+
+
+def test_a_cluster_that_goes_away_mid_run_fails_the_calls_clearly(tmp_path: Path) -> None:
+    cluster = local_cluster()
+    ex = rustpool.CpuExecutor(cluster=cluster)
+    try:
+        pending = ex.submit(h.sleep_then, 30, 1)
+        time.sleep(0.5)
+        cluster.close()
+        with pytest.raises(Exception) as info:
+            pending.result(WAIT)
+        assert not isinstance(info.value, TimeoutError) or "worker process" in str(info.value)
+    finally:
+        ex.shutdown(wait=False)
+
+
+def test_without_distributed_a_cluster_pool_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['distributed'] = None\n"
+        "import rustpool\n"
+        "try:\n"
+        "    rustpool.CpuExecutor(cluster='tcp://127.0.0.1:1')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
+    assert "pip install 'rustpool[dask]'" in out.stdout, out.stdout + out.stderr
