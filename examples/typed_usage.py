@@ -139,6 +139,13 @@ def plain_script() -> None:
         assert_type(cpu.submit(square, 7).result(), int)
 
 
+def cluster_options() -> rustpool.Cluster:
+    # CpuExecutor(cluster=...) takes this, an address, a distributed.Client or a Dask cluster.
+    where = rustpool.Cluster("tcp://scheduler:8786", retry_lost=True, batch_delay=0.002)
+    assert_type(where.retry_lost, bool)
+    return where
+
+
 async def main() -> None:
     await default_pools()
     await thread_executor()

@@ -186,3 +186,31 @@ def test_without_distributed_a_cluster_pool_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
     assert "pip install 'rustpool[dask]'" in out.stdout, out.stdout + out.stderr
+
+
+def test_with_retry_lost_a_batch_whose_worker_dies_runs_again_elsewhere(tmp_path: Path) -> None:
+    cluster = local_cluster()
+    try:
+        with rustpool.CpuExecutor(cluster=rustpool.Cluster(cluster, retry_lost=True)) as ex:
+            marker = tmp_path / "began"
+            call = ex.submit(h.touch_then_sleep, str(marker), 2)
+            deadline = time.monotonic() + WAIT
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            first = int(marker.read_text())
+            marker.unlink()
+            os.kill(first, signal.SIGKILL)
+            assert call.result(WAIT) != first  # finished, on another Dask worker
+            assert marker.exists()  # it began again
+            assert ex.submit(h.inc, 1).result(WAIT) == 2
+    finally:
+        cluster.close()
+
+
+def test_cluster_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="batch_delay"):
+        rustpool.Cluster("tcp://127.0.0.1:1", batch_delay=-1)
+    with pytest.raises(ValueError, match="max_tasks_per_child"):
+        rustpool.CpuExecutor(cluster="tcp://127.0.0.1:1", max_tasks_per_child=3)
+    with pytest.raises(ValueError, match='isolation="thread"'):
+        rustpool.CpuExecutor(cluster="tcp://127.0.0.1:1", isolation="thread")

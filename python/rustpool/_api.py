@@ -24,6 +24,7 @@ from concurrent.futures import thread as _cf_thread
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypedDict, TypeVar
 
 from . import _rustpool
+from ._cluster import Cluster
 from ._crossing import (
     RemoteTraceback,
     ThreadFallbackWarning,
@@ -58,6 +59,7 @@ __all__ = [
     "DEFAULT_KEEP_ALIVE",
     "DEFAULT_MAX_THREADS",
     "CallOptions",
+    "Cluster",
     "CpuExecutor",
     "FallbackPolicy",
     "IsolationMode",

@@ -40,6 +40,29 @@ MAX_BATCH = 2048
 _batches = itertools.count()
 
 
+class Cluster:
+    """Where a cluster pool runs, and how: ``CpuExecutor(cluster=rustpool.Cluster(address,
+    retry_lost=True))`` (a plain address, ``distributed.Client`` or Dask cluster object is
+    ``Cluster(it)`` with the defaults).
+
+    ``where``: a scheduler address (``"tcp://host:8786"``), a ``distributed.Client`` (used, never
+    closed by the pool) or a Dask cluster object (``LocalCluster``, ...). ``retry_lost``: a batch
+    whose Dask worker is lost runs again elsewhere (Dask's own retry: its calls may run twice);
+    by default its calls fail with ``WorkerCrashed`` instead (each batch then costs a few
+    scheduler round trips more). ``batch_delay``: how long the pool waits for more calls while
+    batches are out (seconds)."""
+
+    def __init__(self, where: Any, *, retry_lost: bool = False, batch_delay: float = 0.001) -> None:
+        if not (isinstance(batch_delay, int | float) and 0 <= batch_delay < 1):
+            raise ValueError(f"batch_delay must be seconds in [0, 1), not {batch_delay!r}")
+        self.where = where
+        self.retry_lost = bool(retry_lost)
+        self.batch_delay = float(batch_delay)
+
+    def __repr__(self) -> str:
+        return f"rustpool.Cluster({self.where!r}, retry_lost={self.retry_lost}, batch_delay={self.batch_delay})"
+
+
 def _needs_distributed() -> Any:
     try:
         import distributed
@@ -55,16 +78,10 @@ class ClusterPool:
     """What ``CpuExecutor`` calls ``_pool`` when it runs on a cluster (the Rust ``CpuPool``'s
     methods, in Python: Dask is Python)."""
 
-    def __init__(
-        self,
-        cluster: Any,
-        max_workers: int | None,
-        *,
-        batch_delay: float = 0.001,
-        retry_lost: bool = False,
-        connect_timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, cluster: Any, max_workers: int | None, *, connect_timeout: float = 10.0) -> None:
         distributed = self._distributed = _needs_distributed()
+        options = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
+        cluster, batch_delay, retry_lost = options.where, options.batch_delay, options.retry_lost
         if isinstance(cluster, distributed.Client):
             self._client, self._owns_client = cluster, False
         else:
@@ -80,6 +97,7 @@ class ClusterPool:
             self._owns_client = True
         threads = sum(self._client.nthreads().values())
         self.max_workers = max_workers or max(threads, 1)
+        self._threads_seen, self._threads_at = max(threads, 1), time.monotonic()
         self.isolation = "process"
         self._delay = batch_delay
         self._retry_lost = retry_lost
@@ -175,6 +193,17 @@ class ClusterPool:
 
     # --- dispatch: calls to batches to Dask tasks ---------------------------------------------
 
+    def _threads(self) -> int:
+        """The cluster's worker threads, asked of the scheduler at most once a second."""
+        now = time.monotonic()
+        if now - self._threads_at > 1.0:
+            try:
+                self._threads_seen = max(sum(self._client.nthreads().values()), 1)
+            except Exception:
+                pass
+            self._threads_at = now
+        return self._threads_seen
+
     def _dispatch(self) -> None:
         while True:
             with self._lock:
@@ -182,8 +211,10 @@ class ClusterPool:
                     self._lock.wait()
                 if not self._queue and self._closing:
                     return
-            # Calls that keep coming share the batches: wait a moment for them.
-            time.sleep(self._delay)
+            # While batches are out, calls that keep coming share the next ones: wait a moment
+            # for them. A call that finds nothing in flight goes at once.
+            if self._sent:
+                time.sleep(self._delay)
             with self._lock:
                 taken = list(self._queue)
                 self._queue.clear()
@@ -192,10 +223,7 @@ class ClusterPool:
                 self._send(calls)
 
     def _send(self, calls: list[tuple[Future[Any], Any, tuple[Any, ...], dict[str, Any], float | None]]) -> None:
-        try:
-            threads = max(sum(self._client.nthreads().values()), 1)
-        except Exception:
-            threads = self.max_workers
+        threads = self._threads()
         per = max(1, min(MAX_BATCH, -(-len(calls) // (threads * BATCHES_PER_THREAD))))
         for start in range(0, len(calls), per):
             chunk = calls[start : start + per]

@@ -12,6 +12,7 @@ from ._crossing import RemoteTraceback, ThreadFallbackWarning, WorkerUnsupported
 
 __all__ = [
     "CallOptions",
+    "Cluster",
     "CpuExecutor",
     "FallbackPolicy",
     "IsolationMode",
@@ -62,6 +63,10 @@ class CallOptions(ThreadExecutor):
 
 
 class Shared(ThreadExecutor):
+    pass
+
+
+class Cluster(ThreadExecutor):
     pass
 
 
