@@ -97,7 +97,8 @@ class ClusterPool:
             self._owns_client = True
         threads = sum(self._client.nthreads().values())
         self.max_workers = max_workers or max(threads, 1)
-        self._threads_seen, self._threads_at = max(threads, 1), time.monotonic()
+        self._threads_seen: int = max(int(threads), 1)
+        self._threads_at = time.monotonic()
         self.isolation = "process"
         self._delay = batch_delay
         self._retry_lost = retry_lost
@@ -198,7 +199,7 @@ class ClusterPool:
         now = time.monotonic()
         if now - self._threads_at > 1.0:
             try:
-                self._threads_seen = max(sum(self._client.nthreads().values()), 1)
+                self._threads_seen = max(int(sum(self._client.nthreads().values())), 1)
             except Exception:
                 pass
             self._threads_at = now
