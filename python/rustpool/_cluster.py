@@ -28,6 +28,7 @@ import itertools
 import threading
 import time
 import traceback
+import uuid
 from concurrent.futures import Future
 from typing import Any
 
@@ -38,6 +39,8 @@ BATCHES_PER_THREAD = 4
 # A batch holds at most this many calls.
 MAX_BATCH = 2048
 _batches = itertools.count()
+# Names this client's marks apart from another client's on the same scheduler.
+_session = uuid.uuid4().hex[:12]
 
 
 class Cluster:
@@ -231,12 +234,10 @@ class ClusterPool:
             payload = [(fn, self._unshare_call(fn, args), self._unshare_kw(kw), t) for _, fn, args, kw, t in chunk]
             futures = [c[0] for c in chunk]
             try:
-                mark = None
-                if not self._retry_lost:
-                    # Made here, unset: the batch's first run sets it, a second run finds it set.
-                    mark = self._distributed.Variable(f"rustpool-ran-{next(_batches)}", client=self._client)
-                    mark.set(False)
-                task = self._client.submit(_node_run, payload, mark.name if mark else None, pure=False)
+                # The batch's first run sets this Dask Event (unset until then: nothing to make
+                # here); a second run finds it set. Cleared (deleted) once the batch settles.
+                mark = None if self._retry_lost else f"rustpool-ran-{_session}-{next(_batches)}"
+                task = self._client.submit(_node_run, payload, mark, pure=False)
                 if mark is not None:
                     self._marks[task] = mark
             except Exception as e:
@@ -304,9 +305,9 @@ class ClusterPool:
             mark = self._marks.pop(task, None)
             if mark is not None:
                 try:
-                    mark.delete()
+                    self._distributed.Event(mark, client=self._client).clear()
                 except Exception:
-                    pass
+                    pass  # the cluster is gone: so is the mark
             with self._lock:
                 self._sent.pop(task, None)
                 self._lock.notify_all()
@@ -349,16 +350,16 @@ def _local_pool() -> Any:
 def _node_run(calls: list[tuple[Any, tuple[Any, ...], dict[str, Any], float | None]], mark: str | None) -> list[Any]:
     """Run a batch on this node, each call in a rustpool worker process: ``(True, result, "")``
     or ``(False, exception, remote traceback)`` per call, in order. ``mark``: the name of the
-    batch's Dask ``Variable`` (None under ``retry_lost``): unset on the batch's first run, set by
+    batch's Dask ``Event`` (None under ``retry_lost``): unset on the batch's first run, set by
     it; a second run (its first worker was lost) finds it set and runs nothing."""
     if mark is not None:
         import distributed
 
-        ran: Any = distributed.Variable  # untyped in distributed
+        ran: Any = distributed.Event  # untyped in distributed
         ran = ran(mark)
-        if ran.get():
+        if ran.is_set():
             raise RuntimeError("the Dask worker that began this batch was lost; it is not run again (retry_lost=False)")
-        ran.set(True)
+        ran.set()
     pool = _local_pool()
     futures = []
     for fn, args, kwargs, timeout in calls:
