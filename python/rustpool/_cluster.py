@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import queue
 import threading
 import time
 import traceback
@@ -110,7 +111,8 @@ class ClusterPool:
             collections.deque()
         )
         self._sent: dict[Any, list[Future[Any]]] = {}
-        self._settle: collections.deque[Any] = collections.deque()
+        # Finished batches, put by Dask's callbacks (on its loop thread), taken by the settler.
+        self._settle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closing = False
         self._scattered: dict[Any, Any] = {}
         self._marks: dict[Any, Any] = {}
@@ -189,7 +191,7 @@ class ClusterPool:
             self._close_client()
 
     def _close_client(self) -> None:
-        self._settle.append(None)  # ends the settler
+        self._settle.put(None)  # ends the settler
         try:
             self._client.close()
         except Exception:
@@ -246,7 +248,7 @@ class ClusterPool:
                 continue
             with self._lock:
                 self._sent[task] = futures
-            task.add_done_callback(self._settle.append)
+            task.add_done_callback(self._settle.put)
 
     def _unshare_call(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """``args`` with ``Shared`` handles scattered (also inside a ``map`` batch's calls)."""
@@ -284,9 +286,7 @@ class ClusterPool:
 
     def _settle_loop(self) -> None:
         while True:
-            while not self._settle:
-                time.sleep(0.0005)
-            task = self._settle.popleft()
+            task = self._settle.get()
             if task is None:
                 return
             with self._lock:
