@@ -217,11 +217,6 @@ def decode(
     memory the result's views keep)."""
     if status == OK:
         try:
-            if not buffers:
-                try:
-                    return False, pickle.loads(data)
-                except pickle.UnpicklingError:
-                    pass  # persistent ids (small memoryviews): loads_oob
             return False, _worker.loads_oob(data, [memoryview(b) for b in buffers] if buffers else None)
         except KeyboardInterrupt:
             raise

@@ -164,11 +164,6 @@ def _load_fn(data: memoryview) -> Any:
 
 def _loads(data: bytes | memoryview, views: list[memoryview] | None = None, private: bool = False) -> Any:
     try:
-        if not views:
-            try:
-                return pickle.loads(data)
-            except pickle.UnpicklingError:
-                pass  # persistent ids (small memoryviews): loads_oob
         return loads_oob(data, views, private)
     except (AttributeError, ModuleNotFoundError) as e:
         if ("__main__" in str(e) or "__mp_main__" in str(e)) and _load_main():
