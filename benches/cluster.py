@@ -10,8 +10,9 @@ on this machine), the same client process measures, in one run:
   tasks) against raw ``client.submit`` per call and ``client.map``;
 - fib(27) x 16 gathered, against the same 16 calls run serially in this process.
 
-Run: ``python benches/cluster.py [rounds] [--retry-lost]`` (default 3 rounds; ``--retry-lost``
-measures ``Cluster(..., retry_lost=True)``, which skips the at-most-once marks; needs
+Run: ``python benches/cluster.py [rounds] [--retry-lost] [--per-call]`` (default 3 rounds;
+``--retry-lost`` measures ``Cluster(..., retry_lost=True)``, which skips the at-most-once marks;
+``--per-call`` stops after the first measure; needs
 ``distributed``: the ``rustpool[dask]`` extra, in requirements-dev.txt). Nothing here asserts a
 speed.
 """
@@ -71,6 +72,8 @@ def main() -> None:
             f"client.submit {dk_ms:.2f} ms ({rp_ms / dk_ms:.2f}x its time)"
         )
 
+        if "--per-call" in sys.argv:
+            return
         n = 10_000
 
         def many_rustpool() -> None:

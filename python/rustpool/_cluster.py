@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import queue
 import threading
 import time
 import traceback
@@ -111,15 +110,12 @@ class ClusterPool:
             collections.deque()
         )
         self._sent: dict[Any, list[Future[Any]]] = {}
-        # Finished batches, put by Dask's callbacks (on its loop thread), taken by the settler.
-        self._settle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._clearing = 0  # marks of settled batches still being cleared
         self._closing = False
         self._scattered: dict[Any, Any] = {}
-        self._marks: dict[Any, Any] = {}
+        self._scatter_lock = threading.Lock()
         self._dispatcher = threading.Thread(target=self._dispatch, name="rustpool-cluster-dispatch", daemon=True)
-        self._settler = threading.Thread(target=self._settle_loop, name="rustpool-cluster-settle", daemon=True)
         self._dispatcher.start()
-        self._settler.start()
 
     # --- the CpuPool surface ------------------------------------------------------------------
 
@@ -157,11 +153,19 @@ class ClusterPool:
     ) -> None:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
+        call = (f, fn, args, kwargs or {}, timeout)
         with self._lock:
             if self._closing:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._queue.append((f, fn, args, kwargs or {}, timeout))
-            self._lock.notify_all()
+            # A lone call from a thread that runs no event loop goes at once, from this thread
+            # (what a raw ``client.submit`` costs it): no hop to the dispatcher. From a loop, or
+            # while batches are out, the dispatcher sends it (and batches what keeps coming).
+            alone = not self._queue and not self._sent and asyncio._get_running_loop() is None
+            if not alone:
+                self._queue.append(call)
+                self._lock.notify_all()
+        if alone and f.set_running_or_notify_cancel():
+            self._send([call])
 
     def run(self, fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         return self.run_timed(None, fn, args, kwargs, None)
@@ -187,15 +191,15 @@ class ClusterPool:
             with self._lock:
                 while self._sent:
                     self._lock.wait(0.1)
+                # The marks of settled batches are being cleared: let that finish (bounded).
+                deadline = time.monotonic() + 5.0
+                while self._clearing and time.monotonic() < deadline:
+                    self._lock.wait(0.05)
         if self._owns_client and (wait or not self._sent):
-            self._close_client()
-
-    def _close_client(self) -> None:
-        self._settle.put(None)  # ends the settler
-        try:
-            self._client.close()
-        except Exception:
-            pass
+            try:
+                self._client.close()
+            except Exception:
+                pass
 
     # --- dispatch: calls to batches to Dask tasks ---------------------------------------------
 
@@ -235,20 +239,20 @@ class ClusterPool:
             chunk = calls[start : start + per]
             payload = [(fn, self._unshare_call(fn, args), self._unshare_kw(kw), t) for _, fn, args, kw, t in chunk]
             futures = [c[0] for c in chunk]
+            # The batch's first run sets this Dask Event (unset until then: nothing to make
+            # here); a second run finds it set. Cleared (deleted) once the batch settles.
+            mark = None if self._retry_lost else f"rustpool-ran-{_session}-{next(_batches)}"
             try:
-                # The batch's first run sets this Dask Event (unset until then: nothing to make
-                # here); a second run finds it set. Cleared (deleted) once the batch settles.
-                mark = None if self._retry_lost else f"rustpool-ran-{_session}-{next(_batches)}"
                 task = self._client.submit(_node_run, payload, mark, pure=False)
-                if mark is not None:
-                    self._marks[task] = mark
             except Exception as e:
                 for f in futures:
                     _fail(f, e)
                 continue
             with self._lock:
                 self._sent[task] = futures
-            task.add_done_callback(self._settle.put)
+            # Settled by a coroutine on the client's own event loop, where Dask learns that the
+            # task finished: no hop through another thread on the way back.
+            self._client.loop.add_callback(self._settle_batch, task, futures, mark)
 
     def _unshare_call(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """``args`` with ``Shared`` handles scattered (also inside a ``map`` batch's calls)."""
@@ -276,40 +280,44 @@ class ClusterPool:
         """A Dask future of a ``Shared`` handle's value, scattered once to every worker (Dask
         passes the value itself to the task)."""
         key = id(handle)
-        got = self._scattered.get(key)
-        if got is None or got[0] is not handle:
-            got = (handle, self._client.scatter(handle.value, broadcast=True, hash=False))
-            self._scattered[key] = got
+        with self._scatter_lock:  # the dispatcher and a caller sending a lone call
+            got = self._scattered.get(key)
+            if got is None or got[0] is not handle:
+                got = (handle, self._client.scatter(handle.value, broadcast=True, hash=False))
+                self._scattered[key] = got
         return got[1]
 
     # --- settle: Dask results to the calls' futures ---------------------------------------------
 
-    def _settle_loop(self) -> None:
-        while True:
-            task = self._settle.get()
-            if task is None:
-                return
-            with self._lock:
-                futures = self._sent.get(task, [])
-            try:
-                outcomes = task.result()
-            except BaseException as e:
-                outcomes = [(False, _lost(e, i, len(futures)), "") for i in range(len(futures))]
-            for f, (ok, value, tb) in zip(futures, outcomes, strict=False):
-                if ok:
-                    f.set_result(value)
-                else:
-                    if tb:
-                        value.__cause__ = RemoteTraceback(tb)
-                    f.set_exception(value)
-            mark = self._marks.pop(task, None)
+    async def _settle_batch(self, task: Any, futures: list[Future[Any]], mark: str | None) -> None:
+        """On the client's event loop: wait for the batch's task, settle its calls' futures,
+        then clear its mark."""
+        try:
+            outcomes = await task
+        except BaseException as e:  # a lost worker, a cluster gone, a client closed
+            outcomes = [(False, _lost(e, i, len(futures)), "") for i in range(len(futures))]
+        with self._lock:
+            # Gone from the batches out before the callers wake: the next lone call goes at once.
+            self._sent.pop(task, None)
             if mark is not None:
-                try:
-                    self._distributed.Event(mark, client=self._client).clear()
-                except Exception:
-                    pass  # the cluster is gone: so is the mark
+                self._clearing += 1
+            self._lock.notify_all()
+        for f, (ok, value, tb) in zip(futures, outcomes, strict=False):
+            if ok:
+                f.set_result(value)
+            else:
+                if tb:
+                    value.__cause__ = RemoteTraceback(tb)
+                f.set_exception(value)
+        if mark is None:
+            return
+        try:
+            await self._client.scheduler.event_clear(name=mark)
+        except BaseException:
+            pass  # the cluster is gone: so is the mark
+        finally:
             with self._lock:
-                self._sent.pop(task, None)
+                self._clearing -= 1
                 self._lock.notify_all()
 
 
@@ -347,19 +355,30 @@ def _local_pool() -> Any:
         return _node_pool
 
 
+def _claim(mark: str) -> bool:
+    """Set the batch's Dask ``Event`` (the scheduler's ``event_*`` handlers, called straight
+    from this worker: a fraction of ``distributed.Event``'s cost); False when it was set already."""
+    from distributed import get_worker
+    from distributed.utils import sync
+
+    worker = get_worker()
+
+    async def claim() -> bool:
+        if await worker.scheduler.event_is_set(name=mark):
+            return False
+        await worker.scheduler.event_set(name=mark)
+        return True
+
+    return bool(sync(worker.loop, claim))
+
+
 def _node_run(calls: list[tuple[Any, tuple[Any, ...], dict[str, Any], float | None]], mark: str | None) -> list[Any]:
     """Run a batch on this node, each call in a rustpool worker process: ``(True, result, "")``
     or ``(False, exception, remote traceback)`` per call, in order. ``mark``: the name of the
     batch's Dask ``Event`` (None under ``retry_lost``): unset on the batch's first run, set by
     it; a second run (its first worker was lost) finds it set and runs nothing."""
-    if mark is not None:
-        import distributed
-
-        ran: Any = distributed.Event  # untyped in distributed
-        ran = ran(mark)
-        if ran.is_set():
-            raise RuntimeError("the Dask worker that began this batch was lost; it is not run again (retry_lost=False)")
-        ran.set()
+    if mark is not None and not _claim(mark):
+        raise RuntimeError("the Dask worker that began this batch was lost; it is not run again (retry_lost=False)")
     pool = _local_pool()
     futures = []
     for fn, args, kwargs, timeout in calls:
