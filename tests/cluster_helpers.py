@@ -31,3 +31,12 @@ def touch_then_sleep(path: str, seconds: float) -> int:
     os.replace(path + ".tmp", path)
     time.sleep(seconds)
     return os.getppid()
+
+
+def pid_then_sleep(path: str, seconds: float) -> int:
+    """Write this process's pid (the worker process of the call) to ``path``, then sleep."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+    return os.getpid()

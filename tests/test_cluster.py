@@ -103,6 +103,41 @@ def test_a_timeout_kills_the_call_on_its_node_and_the_next_call_works(pool: rust
     assert [pool.submit(h.inc, i).result(WAIT) for i in range(4)] == [1, 2, 3, 4]
 
 
+def wait_for_file(path: Path) -> str:
+    deadline = time.monotonic() + WAIT
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+    return path.read_text()
+
+
+def test_kill_on_cancel_kills_the_worker_process_of_a_cancelled_call_on_its_node(cluster: Any, tmp_path: Path) -> None:
+    client = distributed.Client(cluster, set_as_default=False)
+    dask_workers = dask_worker_pids(client)
+    with rustpool.CpuExecutor(cluster=client, kill_on_cancel=True) as pool:
+
+        async def main() -> int:
+            running = asyncio.ensure_future(pool.run(h.pid_then_sleep, str(tmp_path / "pid"), 60))
+            pid = int(await asyncio.to_thread(wait_for_file, tmp_path / "pid"))
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            return pid
+
+        pid = asyncio.run(main())
+        deadline = time.monotonic() + 20
+        while True:  # the call's worker process on the node is killed, not left to sleep 60 s
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"worker process {pid} of the cancelled call still runs"
+            time.sleep(0.05)
+        assert [pool.submit(h.inc, i).result(WAIT) for i in range(4)] == [1, 2, 3, 4]
+    assert dask_worker_pids(client) == dask_workers  # the Dask workers themselves live on
+    client.close()
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 def test_amap_over_a_thousand_calls(pool: rustpool.CpuExecutor, ordered: bool) -> None:
     async def main() -> list[int]:

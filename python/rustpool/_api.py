@@ -439,7 +439,6 @@ class CpuExecutor(_PoolExecutor, Executor):
             "initializer": None,
             "max_tasks_per_child": None,
             "max_memory_per_child": None,
-            "kill_on_cancel": False,
             "learn": True,
             "fallback": "warn",
         }
@@ -453,7 +452,7 @@ class CpuExecutor(_PoolExecutor, Executor):
             )
         from ._cluster import ClusterPool
 
-        self._pool = ClusterPool(cluster, max_workers)
+        self._pool = ClusterPool(cluster, max_workers, kill_on_cancel=bool(given["kill_on_cancel"]))
         self._max_workers = self._pool.max_workers
         self._mp_context = None
         self._initializer = None

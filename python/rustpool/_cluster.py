@@ -10,7 +10,10 @@ schedules; rustpool keeps its own guarantees on every node:
   that Dask worker, ``isolation="process"``, one worker process per Dask thread): a per-call
   timeout kills that process, not the Dask worker, and a call that crashes its process fails
   alone with ``WorkerCrashed``.
-- A call cancelled before its batch goes never runs; once sent it runs (Dask cannot stop a task).
+- A call cancelled before its batch goes never runs. Once sent it runs (Dask cannot stop a
+  task), unless the pool has ``kill_on_cancel=True``: an awaited call (``run``, ``amap``)
+  cancelled while it runs has its worker process on the node killed (``client.run`` reaches the
+  node; there the batch's calls are awaited on a loop of the Dask worker's own).
 - A Dask worker lost while it holds a batch fails only that batch's calls, with
   ``WorkerCrashed`` naming each call, unless ``retry_lost=True`` lets Dask run the batch again
   elsewhere (it may then run twice). Its scheduler's ``allowed-failures`` still bounds retries.
@@ -29,7 +32,7 @@ import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 from ._crossing import RemoteTraceback
@@ -81,7 +84,9 @@ class ClusterPool:
     """What ``CpuExecutor`` calls ``_pool`` when it runs on a cluster (the Rust ``CpuPool``'s
     methods, in Python: Dask is Python)."""
 
-    def __init__(self, cluster: Any, max_workers: int | None, *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, cluster: Any, max_workers: int | None, *, kill_on_cancel: bool = False, connect_timeout: float = 10.0
+    ) -> None:
         distributed = self._distributed = _needs_distributed()
         options = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
         cluster, batch_delay, retry_lost = options.where, options.batch_delay, options.retry_lost
@@ -105,6 +110,9 @@ class ClusterPool:
         self.isolation = "process"
         self._delay = batch_delay
         self._retry_lost = retry_lost
+        self._kill_on_cancel = kill_on_cancel
+        # Under kill_on_cancel: where each sent call is, (batch name, index), until it settles.
+        self._where: dict[Future[Any], tuple[str, int]] = {}
         self._lock = threading.Condition()
         self._queue: collections.deque[tuple[Future[Any], Any, tuple[Any, ...], dict[str, Any], float | None]] = (
             collections.deque()
@@ -177,7 +185,24 @@ class ClusterPool:
         cancelling it before its batch goes means it never runs."""
         f: Future[Any] = Future()
         self.submit(f, fn, args, kwargs, timeout, isolation)
-        return asyncio.wrap_future(f)
+        awaited = asyncio.wrap_future(f)
+        if self._kill_on_cancel:
+            awaited.add_done_callback(lambda a: self._kill_running(f) if a.cancelled() else None)
+        return awaited
+
+    def _kill_running(self, f: Future[Any]) -> None:
+        """An awaited call was cancelled after its batch went (under ``kill_on_cancel``): ask
+        the node that runs it to kill its worker process."""
+        with self._lock:
+            where = self._where.get(f)
+        if where is not None and not f.done():
+            self._client.loop.add_callback(self._kill_remote, *where)
+
+    async def _kill_remote(self, batch: str, index: int) -> None:
+        try:
+            await self._client.run(_node_cancel, batch, index)  # every worker: one holds the batch
+        except BaseException:
+            pass  # the batch settled meanwhile, or the cluster is gone
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -239,17 +264,21 @@ class ClusterPool:
             chunk = calls[start : start + per]
             payload = [(fn, self._unshare_call(fn, args), self._unshare_kw(kw), t) for _, fn, args, kw, t in chunk]
             futures = [c[0] for c in chunk]
-            # The batch's first run sets this Dask Event (unset until then: nothing to make
-            # here); a second run finds it set. Cleared (deleted) once the batch settles.
-            mark = None if self._retry_lost else f"rustpool-ran-{_session}-{next(_batches)}"
+            # The batch's first run sets a Dask Event of its name (unset until then: nothing to
+            # make here); a second run finds it set. Cleared (deleted) once the batch settles.
+            batch = f"rustpool-ran-{_session}-{next(_batches)}"
+            mark = None if self._retry_lost else batch
             try:
-                task = self._client.submit(_node_run, payload, mark, pure=False)
+                awaited = batch if self._kill_on_cancel else None
+                task = self._client.submit(_node_run, payload, mark, awaited, pure=False)
             except Exception as e:
                 for f in futures:
                     _fail(f, e)
                 continue
             with self._lock:
                 self._sent[task] = futures
+                if self._kill_on_cancel:
+                    self._where.update((f, (batch, i)) for i, f in enumerate(futures))
             # Settled by a coroutine on the client's own event loop, where Dask learns that the
             # task finished: no hop through another thread on the way back.
             self._client.loop.add_callback(self._settle_batch, task, futures, mark)
@@ -299,6 +328,8 @@ class ClusterPool:
         with self._lock:
             # Gone from the batches out before the callers wake: the next lone call goes at once.
             self._sent.pop(task, None)
+            for f in futures if self._where else ():
+                self._where.pop(f, None)
             if mark is not None:
                 self._clearing += 1
             self._lock.notify_all()
@@ -351,8 +382,70 @@ def _local_pool() -> Any:
             from ._api import CpuExecutor
 
             threads = get_worker().state.nthreads
-            _node_pool = CpuExecutor(threads, isolation="process", thread_name_prefix="rustpool-on-dask")
+            # kill_on_cancel acts on awaited calls only: the batches of kill_on_cancel pools.
+            _node_pool = CpuExecutor(
+                threads, isolation="process", thread_name_prefix="rustpool-on-dask", kill_on_cancel=True
+            )
         return _node_pool
+
+
+_node_loop: asyncio.AbstractEventLoop | None = None
+# The awaited calls of kill_on_cancel batches running here, by (batch name, index).
+_node_awaited: dict[tuple[str, int], asyncio.Future[Any]] = {}
+
+
+def _awaiting_loop() -> asyncio.AbstractEventLoop:
+    """This Dask worker's event loop (a thread of its own) that awaits kill_on_cancel batches:
+    cancelling an awaited call kills its worker process."""
+    global _node_loop
+    with _node_lock:
+        if _node_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="rustpool-on-dask-loop", daemon=True).start()
+            _node_loop = loop
+        return _node_loop
+
+
+def _node_cancel(batch: str, index: int) -> bool:
+    """Cancel call ``index`` of ``batch`` if it runs here (its worker process is killed)."""
+    awaited = _node_awaited.get((batch, index))
+    if awaited is None or _node_loop is None:
+        return False
+    _node_loop.call_soon_threadsafe(awaited.cancel)
+    return True
+
+
+Calls = list[tuple[Any, tuple[Any, ...], dict[str, Any], float | None]]
+
+
+def _run_awaited(pool: Any, calls: Calls, batch: str) -> list[Any]:
+    """A kill_on_cancel batch: each call awaited on this node's loop, cancellable by name."""
+    loop = _awaiting_loop()
+
+    async def start() -> list[asyncio.Future[Any]]:
+        awaited = []
+        for i, (fn, args, kwargs, timeout) in enumerate(calls):
+            ex = pool.options(timeout=timeout) if timeout is not None else pool
+            a = asyncio.ensure_future(ex.run(fn, *args, **kwargs))
+            _node_awaited[(batch, i)] = a
+            awaited.append(a)
+        return awaited
+
+    awaited = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    try:
+        asyncio.run_coroutine_threadsafe(asyncio.wait(awaited), loop).result()
+    finally:
+        for i in range(len(calls)):
+            _node_awaited.pop((batch, i), None)
+    out: list[Any] = []
+    for a in awaited:
+        if a.cancelled():
+            out.append((False, CancelledError("call cancelled by its caller; its worker process was killed"), ""))
+        elif (e := a.exception()) is not None:
+            out.append(_failed(e))
+        else:
+            out.append((True, a.result(), ""))
+    return out
 
 
 def _claim(mark: str) -> bool:
@@ -372,14 +465,19 @@ def _claim(mark: str) -> bool:
     return bool(sync(worker.loop, claim))
 
 
-def _node_run(calls: list[tuple[Any, tuple[Any, ...], dict[str, Any], float | None]], mark: str | None) -> list[Any]:
+def _node_run(
+    calls: list[tuple[Any, tuple[Any, ...], dict[str, Any], float | None]], mark: str | None, awaited: str | None
+) -> list[Any]:
     """Run a batch on this node, each call in a rustpool worker process: ``(True, result, "")``
     or ``(False, exception, remote traceback)`` per call, in order. ``mark``: the name of the
     batch's Dask ``Event`` (None under ``retry_lost``): unset on the batch's first run, set by
-    it; a second run (its first worker was lost) finds it set and runs nothing."""
+    it; a second run (its first worker was lost) finds it set and runs nothing. ``awaited``: the
+    batch's name when its pool kills cancelled calls (its calls are then awaited, by name)."""
     if mark is not None and not _claim(mark):
         raise RuntimeError("the Dask worker that began this batch was lost; it is not run again (retry_lost=False)")
     pool = _local_pool()
+    if awaited is not None:
+        return _run_awaited(pool, calls, awaited)
     futures = []
     for fn, args, kwargs, timeout in calls:
         ex = pool.options(timeout=timeout) if timeout is not None else pool
@@ -394,10 +492,14 @@ def _node_run(calls: list[tuple[Any, tuple[Any, ...], dict[str, Any], float | No
         try:
             out.append((True, f.result(), ""))
         except BaseException as e:
-            cause = e.__cause__
-            tb = str(cause) if isinstance(cause, RemoteTraceback) else "".join(traceback.format_exception(e))
-            out.append((False, _portable(e), tb))
+            out.append(_failed(e))
     return out
+
+
+def _failed(e: BaseException) -> tuple[bool, BaseException, str]:
+    cause = e.__cause__
+    tb = str(cause) if isinstance(cause, RemoteTraceback) else "".join(traceback.format_exception(e))
+    return (False, _portable(e), tb)
 
 
 def _portable(e: BaseException) -> BaseException:
