@@ -2,7 +2,7 @@
 //! `bridge` (completing asyncio futures from pool threads), `job` (one unit of work), `runner`
 //! (the scheduler shared by thread pools), `attach` (pool threads' Python thread states),
 //! `blocking` (the elastic pool behind `to_thread`), `cpu` + `isolation/` (the CPU pool),
-//! `lifecycle` (exit, Ctrl-C and fork, for every pool).
+//! `lifecycle` (exit, Ctrl-C and fork, for every pool), `watchdog` (the loop watchdog's clock).
 
 mod attach;
 mod blocking;
@@ -13,6 +13,7 @@ mod isolation;
 mod job;
 mod lifecycle;
 mod runner;
+mod watchdog;
 
 use pyo3::prelude::*;
 
@@ -64,6 +65,7 @@ fn _rustpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<blocking::BlockingPool>()?;
     m.add_class::<cpu::CpuPool>()?;
     m.add_class::<bridge::Drain>()?;
+    m.add_class::<watchdog::LoopWatch>()?;
     m.add_function(wrap_pyfunction!(resolve_isolation, m)?)?;
     m.add_function(wrap_pyfunction!(_exit, m)?)?;
     m.add_function(wrap_pyfunction!(job::_set_shared_type, m)?)?;

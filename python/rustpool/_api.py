@@ -35,6 +35,7 @@ from ._crossing import (
 from ._errors import WorkerCrashed
 from ._rustpool import BlockingPool, CpuPool
 from ._shared import Shared
+from ._watchdog import BlockedFrame, LoopBlock, LoopWatchdog, watch_loop
 
 if TYPE_CHECKING:
     # asyncio only at type-checking time: a plain script that uses the executors does not pay its
@@ -58,11 +59,14 @@ __version__: str = _rustpool.__version__
 __all__ = [
     "DEFAULT_KEEP_ALIVE",
     "DEFAULT_MAX_THREADS",
+    "BlockedFrame",
     "CallOptions",
     "Cluster",
     "CpuExecutor",
     "FallbackPolicy",
     "IsolationMode",
+    "LoopBlock",
+    "LoopWatchdog",
     "Mode",
     "Placement",
     "RemoteTraceback",
@@ -80,6 +84,7 @@ __all__ = [
     "run_cpu",
     "settings",
     "to_thread",
+    "watch_loop",
 ]
 
 DEFAULT_MAX_THREADS: int = _rustpool.DEFAULT_MAX_THREADS

@@ -11,11 +11,14 @@ from typing import Any, NoReturn
 from ._crossing import RemoteTraceback, ThreadFallbackWarning, WorkerUnsupported
 
 __all__ = [
+    "BlockedFrame",
     "CallOptions",
     "Cluster",
     "CpuExecutor",
     "FallbackPolicy",
     "IsolationMode",
+    "LoopBlock",
+    "LoopWatchdog",
     "Mode",
     "Placement",
     "RemoteTraceback",
@@ -33,6 +36,7 @@ __all__ = [
     "run_cpu",
     "settings",
     "to_thread",
+    "watch_loop",
 ]
 
 from ._version import __version__
@@ -70,6 +74,13 @@ class Cluster(ThreadExecutor):
     pass
 
 
+class LoopWatchdog(ThreadExecutor):
+    pass
+
+
+BlockedFrame = LoopBlock = LoopWatchdog
+
+
 # Type aliases and the settings' type, as names only (nothing here takes them).
 IsolationMode = FallbackPolicy = Mode = str
 Settings = Placement = dict
@@ -85,4 +96,4 @@ def pin(isolation: str) -> Any:
     return pinned
 
 
-to_thread = run_cpu = configure = settings = default_thread_executor = default_cpu_executor = _unavailable
+to_thread = run_cpu = configure = settings = default_thread_executor = default_cpu_executor = watch_loop = _unavailable
