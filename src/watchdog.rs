@@ -2,9 +2,10 @@
 //!
 //! Why it exists: one blocking call on the loop stalls every coroutine, and asyncio's debug mode
 //! only says so afterwards, with no stack. The loop ticks (`tick`, from a `call_later` callback
-//! of `rustpool._watchdog`) every `interval`; this thread looks at the last tick every few
-//! milliseconds without the GIL, so watching costs the loop one tiny callback per interval and
-//! nothing else. When a tick is `threshold` overdue, the thread takes the GIL (at once when the
+//! of `rustpool._watchdog`) every `interval`; this thread, without the GIL, sleeps until the
+//! last tick it saw would be a threshold overdue and looks then (about once per threshold while
+//! the loop is healthy), so watching costs the loop one tiny callback per interval and nothing
+//! else. When a tick is `threshold` overdue, the thread takes the GIL (at once when the
 //! blocked code released it, at the next switch interval when pure Python holds it) and calls
 //! the Python `report("blocked", seconds)`, which captures the loop thread's stack right then;
 //! when ticks come again it calls `report("ended", total)`. `report` returns False when the loop
@@ -107,7 +108,9 @@ fn report(report: &Py<PyAny>, event: &str, seconds: f64) -> Option<bool> {
 }
 
 fn watch(beat: &Beat, threshold: Duration, interval: Duration, on: Py<PyAny>) {
-    // Look often enough to catch a stall within a quarter of the threshold.
+    // While the loop ticks, the thread sleeps until the moment the last tick seen would be a
+    // threshold overdue (about once per threshold, not once per tick); during a stall it looks
+    // every quarter threshold (at most 20 ms) for the tick that ends it.
     let look = (threshold / 4).clamp(Duration::from_millis(1), Duration::from_millis(20));
     let (threshold, interval) = (threshold.as_nanos() as u64, interval.as_nanos() as u64);
     beat.last.store(beat.now(), Ordering::Release);
@@ -115,17 +118,19 @@ fn watch(beat: &Beat, threshold: Duration, interval: Duration, on: Py<PyAny>) {
     let mut stall: Option<(u64, u64)> = None;
     // The tick seen when `report` said the loop was not running: asked again after a new one.
     let mut parked: Option<u64> = None;
+    let mut sleep = look;
     loop {
         {
             let guard = beat.wake.0.lock().unwrap_or_else(|p| p.into_inner());
             if beat.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let _ = beat.wake.1.wait_timeout(guard, look);
+            let _ = beat.wake.1.wait_timeout(guard, sleep);
         }
         if beat.stop.load(Ordering::SeqCst) {
             break;
         }
+        sleep = look;
         let last = beat.last.load(Ordering::Acquire);
         if parked == Some(last) {
             continue;
@@ -135,12 +140,15 @@ fn watch(beat: &Beat, threshold: Duration, interval: Duration, on: Py<PyAny>) {
         match stall {
             None => {
                 let due = last + interval;
-                if now > due && now - due >= threshold {
+                let overdue_at = due + threshold;
+                if now >= overdue_at {
                     match report(&on, "blocked", (now - due) as f64 / 1e9) {
                         None => break,
                         Some(true) => stall = Some((due, last)),
                         Some(false) => parked = Some(last),
                     }
+                } else {
+                    sleep = Duration::from_nanos(overdue_at - now).max(Duration::from_millis(1));
                 }
             }
             Some((due, seen)) if last != seen => {
