@@ -65,7 +65,11 @@ impl LoopWatch {
         std::thread::Builder::new()
             .name("rustpool-watchdog".into())
             .spawn(move || watch(&watched, threshold, interval, report))
-            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start the watchdog thread: {e}")))?;
+            .map_err(|e| {
+                pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    "cannot start the watchdog thread: {e}"
+                ))
+            })?;
         Ok(LoopWatch { beat })
     }
 
@@ -98,11 +102,13 @@ impl Drop for LoopWatch {
 /// Call the Python `report`; None when the process is exiting (the thread must end).
 fn report(report: &Py<PyAny>, event: &str, seconds: f64) -> Option<bool> {
     let _live = lifecycle::enter()?;
-    Some(Python::attach(|py| match report.call1(py, (event, seconds)) {
-        Ok(answer) => answer.is_truthy(py).unwrap_or(false),
-        Err(e) => {
-            e.print(py);
-            false
+    Some(Python::attach(|py| {
+        match report.call1(py, (event, seconds)) {
+            Ok(answer) => answer.is_truthy(py).unwrap_or(false),
+            Err(e) => {
+                e.print(py);
+                false
+            }
         }
     }))
 }

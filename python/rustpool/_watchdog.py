@@ -105,7 +105,7 @@ _ASYNCIO = os.path.dirname(asyncio.__file__) + os.sep
 def _frames(frame: Any) -> tuple[BlockedFrame, ...]:
     """The innermost ``FRAMES`` frames from ``frame`` out, innermost last, without the loop's own
     frames around them (asyncio's runner and ``_run_once``)."""
-    chain = []
+    chain: list[Any] = []
     while frame is not None and len(chain) < FRAMES:
         chain.append(frame)
         frame = frame.f_back
