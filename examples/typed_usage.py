@@ -137,6 +137,24 @@ def plain_script() -> None:
         assert_type(list(ex.map(square, range(4), buffersize=2)), list[int])
     with rustpool.CpuExecutor(isolation="thread") as cpu:
         assert_type(cpu.submit(square, 7).result(), int)
+        stats = cpu.stats()
+        assert_type(stats, rustpool.PoolStats)
+        assert_type(stats.done, int)
+        assert_type(stats.run_p99, float | None)
+
+
+async def watched_loop() -> None:
+    blocks: list[rustpool.LoopBlock] = []
+    dog = rustpool.watch_loop(0.1, on_block=blocks.append)
+    assert_type(dog, rustpool.LoopWatchdog)
+    await asyncio.sleep(0)
+    dog.stop()
+    for block in blocks:
+        assert_type(block.seconds, float)
+        frame = block.culprit
+        assert_type(frame, rustpool.BlockedFrame | None)
+        if frame is not None:
+            assert_type(frame.lineno, int)
 
 
 def cluster_options() -> rustpool.Cluster:
@@ -150,6 +168,7 @@ async def main() -> None:
     await default_pools()
     await thread_executor()
     await cpu_executor()
+    await watched_loop()
     asyncio.get_running_loop().set_default_executor(rustpool.ThreadExecutor())
     assert_type(await asyncio.to_thread(square, 8), int)
 

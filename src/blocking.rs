@@ -6,6 +6,7 @@
 use crate::attach::{self, ThreadSetup};
 use crate::job::{concurrent_job, run_on_loop};
 use crate::runner::{Scheduler, Spawn};
+use crate::stats::Stats;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -51,6 +52,10 @@ pub struct BlockingPool {
     sched: Arc<Scheduler<TokioSpawner>>,
     max_threads: usize,
     keep_alive: f64,
+    stats: Arc<Stats>,
+    /// Threads tokio started for the pool and has not ended (idle ones included).
+    alive: Arc<AtomicUsize>,
+    generation: u64,
 }
 
 #[pymethods]
@@ -81,6 +86,8 @@ impl BlockingPool {
             broken_message: "A thread initializer failed, the thread pool is not usable anymore",
         });
         let counter = AtomicUsize::new(0);
+        let alive = Arc::new(AtomicUsize::new(0));
+        let (started, ended) = (alive.clone(), alive.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .max_blocking_threads(max_threads)
             .thread_keep_alive(Duration::from_secs_f64(keep_alive))
@@ -91,8 +98,14 @@ impl BlockingPool {
                     counter.fetch_add(1, Ordering::Relaxed)
                 )
             })
-            .on_thread_start(move || attach::thread_started(&setup))
-            .on_thread_stop(attach::thread_stopping)
+            .on_thread_start(move || {
+                started.fetch_add(1, Ordering::Relaxed);
+                attach::thread_started(&setup)
+            })
+            .on_thread_stop(move || {
+                attach::thread_stopping();
+                ended.fetch_sub(1, Ordering::Relaxed);
+            })
             .build()
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         let spawner = TokioSpawner {
@@ -109,6 +122,9 @@ impl BlockingPool {
             ),
             max_threads,
             keep_alive,
+            stats: Stats::new(),
+            alive,
+            generation: crate::lifecycle::generation(),
         })
     }
 
@@ -122,7 +138,8 @@ impl BlockingPool {
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        run_on_loop(py, func, args, kwargs, true, |job| {
+        run_on_loop(py, func, args, kwargs, true, |mut job| {
+            job.tracker = Some(self.stats.track());
             self.sched.submit(py, job)
         })
     }
@@ -137,8 +154,9 @@ impl BlockingPool {
         args: Bound<'_, PyTuple>,
         kwargs: Option<Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        self.sched
-            .submit(py, concurrent_job(future, func, args, kwargs))
+        let mut job = concurrent_job(future, func, args, kwargs);
+        job.tracker = Some(self.stats.track());
+        self.sched.submit(py, job)
     }
 
     #[pyo3(signature = (wait=true, cancel_futures=false))]
@@ -160,6 +178,20 @@ impl BlockingPool {
     #[getter]
     fn active(&self) -> usize {
         self.sched.counts().0
+    }
+
+    /// Counts and times of this pool's calls and threads (see `rustpool.PoolStats`).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let alive = if crate::lifecycle::forked_since(self.generation) {
+            0
+        } else {
+            self.alive.load(Ordering::Relaxed)
+        };
+        let workers = crate::isolation::Workers {
+            alive,
+            ..Default::default()
+        };
+        self.stats.snapshot(py, workers)
     }
 
     /// Jobs queued and not started.

@@ -7,6 +7,7 @@ use crate::isolation::{
     self, auto::Auto, lazy::Lazy, process, thread::ThreadIsolation, Isolation, Mode,
 };
 use crate::job::{concurrent_job, run_on_loop, CancelWatch, Job};
+use crate::stats::Stats;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -25,6 +26,7 @@ pub struct CpuPool {
     timeouts: bool,
     /// Cancelling an awaited call that runs kills its worker process.
     kill_on_cancel: bool,
+    stats: Arc<Stats>,
 }
 
 pub fn default_workers() -> usize {
@@ -249,6 +251,7 @@ impl CpuPool {
             max_workers,
             timeouts: mode == "process" || (auto && mode == "interpreter"),
             kill_on_cancel,
+            stats: Stats::new(),
         })
     }
 
@@ -286,6 +289,7 @@ impl CpuPool {
             job.force = force;
             job.cancelled = flag;
             job.kill_on_cancel = kill_on_cancel;
+            job.tracker = Some(self.stats.track());
             self.backend.submit(py, job)
         })?;
         if let Some((watch, _)) = watch {
@@ -310,6 +314,7 @@ impl CpuPool {
         let mut job = concurrent_job(future, func, args, kwargs);
         job.timeout = self.timeout(timeout)?;
         job.force = self.forced(isolation, job.timeout.is_some())?;
+        job.tracker = Some(self.stats.track());
         self.backend.submit(py, job)
     }
 
@@ -336,6 +341,11 @@ impl CpuPool {
     #[getter]
     fn queued(&self) -> usize {
         self.backend.counts().1
+    }
+
+    /// Counts and times of this pool's calls and workers (see `rustpool.PoolStats`).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.stats.snapshot(py, self.backend.workers())
     }
 
     #[getter]

@@ -1,6 +1,7 @@
 //! One unit of pool work: a Python call, and where its outcome goes.
 
 use crate::bridge::{Completer, Outcome};
+use crate::stats::{End, Tracker};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::panic::PanicException;
@@ -139,6 +140,8 @@ pub struct Job {
     /// Where the call must run (a per-call `isolation=`, or a pinned function): "auto" does not
     /// choose for it.
     pub force: Option<crate::isolation::Mode>,
+    /// Its place in its pool's statistics (set by the pool when it takes the job).
+    pub tracker: Option<Tracker>,
 }
 
 /// A done-callback for an asyncio future that raises a flag when the future was cancelled: the
@@ -178,6 +181,7 @@ impl Job {
             cancelled: None,
             kill_on_cancel: false,
             force: None,
+            tracker: None,
         }
     }
 
@@ -214,8 +218,26 @@ impl Job {
     pub fn claim(&mut self, py: Python<'_>) -> bool {
         if !self.claimed {
             self.claimed = self.target.claim(py);
+            if let Some(t) = &mut self.tracker {
+                if self.claimed {
+                    t.started();
+                } else {
+                    t.settled(End::Cancelled); // cancelled before it began
+                }
+            }
         }
         self.claimed
+    }
+
+    fn settle(mut self, py: Python<'_>, outcome: Outcome) {
+        if let Some(t) = &mut self.tracker {
+            t.settled(match &outcome {
+                Outcome::Ok(_) => End::Done,
+                Outcome::Err(_) => End::Failed,
+                Outcome::Cancel => End::Cancelled,
+            });
+        }
+        self.target.finish(py, outcome);
     }
 
     /// Settle with an outcome computed elsewhere (an isolated worker).
@@ -224,7 +246,7 @@ impl Job {
             Ok(v) => Outcome::Ok(v),
             Err(e) => Outcome::Err(e),
         };
-        self.target.finish(py, outcome);
+        self.settle(py, outcome);
     }
 
     pub fn call(&self) -> Option<&Call> {
@@ -247,18 +269,18 @@ impl Job {
             Ok(v) => Outcome::Ok(v),
             Err(e) => Outcome::Err(e),
         };
-        self.target.finish(py, outcome);
+        self.settle(py, outcome);
     }
 
     /// Settle without running: cancelled by `shutdown(cancel_futures=True)`.
     pub fn cancel(self, py: Python<'_>) {
-        self.target.finish(py, Outcome::Cancel);
+        self.settle(py, Outcome::Cancel);
     }
 
     /// Settle without running: the pool cannot run it.
     pub fn fail(mut self, py: Python<'_>, err: PyErr) {
         if self.claim(py) {
-            self.target.finish(py, Outcome::Err(err));
+            self.settle(py, Outcome::Err(err));
         }
     }
 }

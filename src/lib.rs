@@ -2,7 +2,8 @@
 //! `bridge` (completing asyncio futures from pool threads), `job` (one unit of work), `runner`
 //! (the scheduler shared by thread pools), `attach` (pool threads' Python thread states),
 //! `blocking` (the elastic pool behind `to_thread`), `cpu` + `isolation/` (the CPU pool),
-//! `lifecycle` (exit, Ctrl-C and fork, for every pool), `watchdog` (the loop watchdog's clock).
+//! `lifecycle` (exit, Ctrl-C and fork, for every pool), `stats` (what `pool.stats()` reads),
+//! `watchdog` (the loop watchdog's clock).
 
 mod attach;
 mod blocking;
@@ -13,6 +14,7 @@ mod isolation;
 mod job;
 mod lifecycle;
 mod runner;
+mod stats;
 mod watchdog;
 
 use pyo3::prelude::*;

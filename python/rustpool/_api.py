@@ -35,6 +35,7 @@ from ._crossing import (
 from ._errors import WorkerCrashed
 from ._rustpool import BlockingPool, CpuPool
 from ._shared import Shared
+from ._stats import PoolStats
 from ._watchdog import BlockedFrame, LoopBlock, LoopWatchdog, watch_loop
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ __all__ = [
     "LoopWatchdog",
     "Mode",
     "Placement",
+    "PoolStats",
     "RemoteTraceback",
     "Settings",
     "Shared",
@@ -224,9 +226,18 @@ class _PoolExecutor:
     def _describe(self) -> str:
         return ""
 
+    def stats(self) -> PoolStats:
+        """What this pool has done and is doing: workers alive, busy and idle; calls queued,
+        running, done, failed and cancelled; worker processes crashed and replaced; the median
+        and p99 of the time calls wait to start and take to run (see ``PoolStats``)."""
+        return PoolStats.from_counts(self._pool.stats())
+
     def __repr__(self) -> str:
-        state = "shutdown" if self._pool.is_shutdown else f"active={self._pool.active}"
-        return f"<rustpool.{type(self).__name__} max_workers={self._max_workers}{self._describe()} {state}>"
+        state = "shutdown " if self._pool.is_shutdown else ""
+        return (
+            f"<rustpool.{type(self).__name__} max_workers={self._max_workers}{self._describe()} "
+            f"{state}{self.stats().brief()}>"
+        )
 
 
 class ThreadExecutor(_PoolExecutor, _cf_thread.ThreadPoolExecutor):

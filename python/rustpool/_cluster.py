@@ -119,6 +119,8 @@ class ClusterPool:
         )
         self._sent: dict[Any, list[Future[Any]]] = {}
         self._clearing = 0  # marks of settled batches still being cleared
+        # Calls settled: done, failed, cancelled, and batches lost with a Dask worker (stats()).
+        self._counts = [0, 0, 0, 0]
         self._closing = False
         self._scattered: dict[Any, Any] = {}
         self._scatter_lock = threading.Lock()
@@ -149,6 +151,31 @@ class ClusterPool:
 
     def placements(self) -> list[tuple[str, str, str, int, int]]:
         return []
+
+    def stats(self) -> dict[str, Any]:
+        """``PoolStats``'s counts for the cluster: workers are the cluster's Dask threads (as
+        last asked), running the calls of batches out; times are not kept here (None)."""
+        with self._lock:
+            queued = len(self._queue)
+            running = sum(len(b) for b in self._sent.values())
+            done, failed, cancelled, lost = self._counts
+        workers = self._threads_seen
+        return {
+            "workers": workers,
+            "busy": min(running, workers),
+            "idle": max(workers - running, 0),
+            "queued": queued,
+            "running": running,
+            "done": done,
+            "failed": failed,
+            "cancelled": cancelled,
+            "crashed": lost,
+            "replaced": 0,
+            "wait_median": None,
+            "wait_p99": None,
+            "run_median": None,
+            "run_p99": None,
+        }
 
     def submit(
         self,
@@ -210,6 +237,7 @@ class ClusterPool:
             if cancel_futures:
                 while self._queue:
                     self._queue.popleft()[0].cancel()
+                    self._counts[2] += 1
             self._lock.notify_all()
         if wait:
             self._dispatcher.join()
@@ -254,6 +282,9 @@ class ClusterPool:
                 taken = list(self._queue)
                 self._queue.clear()
             calls = [c for c in taken if c[0].set_running_or_notify_cancel()]
+            if len(calls) < len(taken):
+                with self._lock:
+                    self._counts[2] += len(taken) - len(calls)  # cancelled before they went
             if calls:
                 self._send(calls)
 
@@ -321,11 +352,16 @@ class ClusterPool:
     async def _settle_batch(self, task: Any, futures: list[Future[Any]], mark: str | None) -> None:
         """On the client's event loop: wait for the batch's task, settle its calls' futures,
         then clear its mark."""
+        lost = False
         try:
             outcomes = await task
         except BaseException as e:  # a lost worker, a cluster gone, a client closed
             outcomes = [(False, _lost(e, i, len(futures)), "") for i in range(len(futures))]
+            lost = True
         with self._lock:
+            self._counts[3] += lost
+            for ok, value, _ in outcomes:
+                self._counts[0 if ok else 2 if isinstance(value, CancelledError) else 1] += 1
             # Gone from the batches out before the callers wake: the next lone call goes at once.
             self._sent.pop(task, None)
             for f in futures if self._where else ():

@@ -21,6 +21,7 @@ __all__ = [
     "LoopWatchdog",
     "Mode",
     "Placement",
+    "PoolStats",
     "RemoteTraceback",
     "Settings",
     "Shared",
@@ -83,7 +84,7 @@ BlockedFrame = LoopBlock = LoopWatchdog
 
 # Type aliases and the settings' type, as names only (nothing here takes them).
 IsolationMode = FallbackPolicy = Mode = str
-Settings = Placement = dict
+Settings = Placement = PoolStats = dict
 
 
 def pin(isolation: str) -> Any:

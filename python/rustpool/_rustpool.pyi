@@ -19,6 +19,7 @@ __all__ = [
     "BlockingPool",
     "CpuPool",
     "Drain",
+    "LoopWatch",
     "__version__",
     "_after_fork_child",
     "_after_fork_parent",
@@ -65,6 +66,8 @@ class BlockingPool:
     @property
     def queued(self) -> int:
         """Calls queued and not started."""
+    def stats(self) -> dict[str, Any]:
+        """Counts and times of this pool's calls and threads (see rustpool.PoolStats)."""
     @property
     def handoff_stats(self) -> tuple[int, int]:
         """Diagnostics: (hand-offs that finished in time, hand-offs that did not)."""
@@ -132,6 +135,7 @@ class CpuPool:
     def active(self) -> int: ...
     @property
     def queued(self) -> int: ...
+    def stats(self) -> dict[str, Any]: ...
     @property
     def is_shutdown(self) -> bool: ...
     def _submit_panicking(self, future: Future[Any]) -> None: ...
@@ -142,6 +146,7 @@ class Drain:
 
     def __call__(self) -> None: ...
 
+@final
 class LoopWatch:
     """The loop watchdog's clock (internal; see rustpool.watch_loop)."""
 

@@ -592,6 +592,10 @@ impl Isolation for Auto {
         let (c, d) = self.inner.isolated.counts();
         (a + c, b + d)
     }
+
+    fn workers(&self) -> super::Workers {
+        self.inner.threads.workers() + self.inner.isolated.workers()
+    }
 }
 
 /// A sampled call: runs the function while the probe watches the GIL, then places it.

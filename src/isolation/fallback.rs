@@ -79,6 +79,10 @@ impl Fallback {
     pub fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
         self.pool.shutdown(py, wait, cancel_futures)
     }
+
+    pub fn workers(&self) -> super::Workers {
+        self.pool.workers()
+    }
 }
 
 /// Tell the user that calls of `func` run on threads of this process from now on (a

@@ -65,4 +65,12 @@ impl Isolation for Lazy {
     fn counts(&self) -> (usize, usize) {
         Python::attach(|py| self.pool.get(py).map_or((0, 0), |p| p.counts()))
     }
+
+    fn workers(&self) -> super::Workers {
+        Python::attach(|py| {
+            self.pool
+                .get(py)
+                .map_or_else(Default::default, |p| p.workers())
+        })
+    }
 }

@@ -31,6 +31,27 @@ pub trait Isolation: Send + Sync {
     fn is_shutdown(&self) -> bool;
     /// (workers busy or about to take queued work, jobs queued)
     fn counts(&self) -> (usize, usize);
+    /// Workers alive, and worker processes crashed and replaced so far (for `stats()`).
+    fn workers(&self) -> Workers;
+}
+
+/// What `Isolation::workers` says.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Workers {
+    pub alive: usize,
+    pub crashed: u64,
+    pub replaced: u64,
+}
+
+impl std::ops::Add for Workers {
+    type Output = Workers;
+    fn add(self, o: Workers) -> Workers {
+        Workers {
+            alive: self.alive + o.alive,
+            crashed: self.crashed + o.crashed,
+            replaced: self.replaced + o.replaced,
+        }
+    }
 }
 
 pub const MODES: &[&str] = &["thread", "interpreter", "process", "auto"];

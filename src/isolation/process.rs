@@ -1040,6 +1040,18 @@ fn forget_child(shared: &Shared, c: &Child) {
     shared.children.lock().remove(&c.process.id());
 }
 
+/// A child let go while the pool goes on (a new one takes its place at the next call): counted
+/// as replaced, and as crashed when it died by itself. Not counted once the pool is aborted.
+fn let_go(shared: &Shared, died: bool) {
+    if shared.aborting() {
+        return;
+    }
+    shared.replaced.fetch_add(1, Ordering::Relaxed);
+    if died {
+        shared.crashed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The status of a call whose child died while it ran: cancelled when the pool was aborted
 /// (Ctrl-C killed the child), else a crash.
 fn death_status(shared: &Shared) -> i64 {
@@ -1116,6 +1128,7 @@ fn run_some(
             *child = Some(c);
         } else {
             forget_child(shared, &c);
+            let_go(shared, true);
         }
     }
     let mut c = match child.take() {
@@ -1174,6 +1187,7 @@ fn run_some(
         // Nothing could be sent: the child is gone.
         let task = claimed.pop_front().expect("front exists");
         forget_child(shared, &c);
+        let_go(shared, true);
         done.push((task, death_status(shared), c.death().into_bytes()));
         return;
     }
@@ -1233,6 +1247,7 @@ fn run_some(
                 let task = claimed.pop_front().expect("front exists");
                 forget_child(shared, &c);
                 c.kill();
+                let_go(shared, false);
                 done.push((task, TIMED_OUT, msg.into_bytes()));
                 return;
             }
@@ -1240,6 +1255,7 @@ fn run_some(
                 let task = claimed.pop_front().expect("front exists");
                 forget_child(shared, &c);
                 c.kill();
+                let_go(shared, false);
                 done.push((task, CANCELLED, Vec::new()));
                 return;
             }
@@ -1258,6 +1274,7 @@ fn run_some(
                 // The child died running this call (or broke the protocol: it is killed); the
                 // ones sent after it never started.
                 forget_child(shared, &c);
+                let_go(shared, true);
                 done.push((task, death_status(shared), c.lost(malformed).into_bytes()));
                 return;
             }
@@ -1273,6 +1290,7 @@ fn run_some(
         // Let it go; the next call starts a new one.
         forget_child(shared, &c);
         c.close();
+        let_go(shared, false);
     } else {
         *child = Some(c);
     }

@@ -8,6 +8,7 @@ use crate::attach::{self, ThreadSetup};
 use crate::job::Job;
 use crate::runner::{Scheduler, Spawn};
 use pyo3::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct RayonSpawner {
@@ -32,17 +33,28 @@ impl Spawn for RayonSpawner {
 
 pub struct ThreadIsolation {
     sched: Arc<Scheduler<RayonSpawner>>,
+    /// Threads of the rayon pool started and not ended.
+    alive: Arc<AtomicUsize>,
+    generation: u64,
 }
 
 impl ThreadIsolation {
     pub fn new(workers: usize, name_prefix: String, setup: ThreadSetup) -> PyResult<Self> {
         let broken = setup.broken.clone();
         let setup = Arc::new(setup);
+        let alive = Arc::new(AtomicUsize::new(0));
+        let (started, ended) = (alive.clone(), alive.clone());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers)
             .thread_name(move |i| format!("{name_prefix}_{i}"))
-            .start_handler(move |_| attach::thread_started(&setup))
-            .exit_handler(|_| attach::thread_stopping())
+            .start_handler(move |_| {
+                started.fetch_add(1, Ordering::Relaxed);
+                attach::thread_started(&setup)
+            })
+            .exit_handler(move |_| {
+                attach::thread_stopping();
+                ended.fetch_sub(1, Ordering::Relaxed);
+            })
             .panic_handler(|_| {
                 // Jobs catch their own panics; a panic reaching here is a scheduler bug. rayon
                 // would abort the process without a handler: keep the process alive.
@@ -61,6 +73,8 @@ impl ThreadIsolation {
                 broken,
                 super::broken_error,
             ),
+            alive,
+            generation: crate::lifecycle::generation(),
         })
     }
 }
@@ -77,5 +91,17 @@ impl Isolation for ThreadIsolation {
     }
     fn counts(&self) -> (usize, usize) {
         self.sched.counts()
+    }
+
+    fn workers(&self) -> super::Workers {
+        let alive = if crate::lifecycle::forked_since(self.generation) {
+            0
+        } else {
+            self.alive.load(Ordering::Relaxed)
+        };
+        super::Workers {
+            alive,
+            ..Default::default()
+        }
     }
 }

@@ -138,6 +138,11 @@ pub struct Shared {
     generation: u64,
     /// Worker threads not ended yet.
     alive: AtomicUsize,
+    /// Worker processes that died on their own (in a call or idle), and worker processes let go
+    /// for a new one (crashed, killed by a timeout or a cancel, or recycled) while the pool went
+    /// on: `stats()`.
+    pub crashed: AtomicU64,
+    pub replaced: AtomicU64,
     /// Set by a Ctrl-C (`lifecycle::Pool::abort`): calls not begun are cancelled, worker
     /// processes are killed.
     pub aborted: AtomicBool,
@@ -340,6 +345,23 @@ impl Isolation for WorkerPool {
         }
         let alive = self.shared.alive.load(Ordering::SeqCst);
         (alive.min(self.workers), self.shared.rx.len())
+    }
+
+    fn workers(&self) -> super::Workers {
+        if lifecycle::forked_since(self.shared.generation) {
+            return Default::default();
+        }
+        let fallback = self
+            .shared
+            .fallback
+            .as_ref()
+            .map(|f| f.workers())
+            .unwrap_or_default();
+        super::Workers {
+            alive: self.shared.alive.load(Ordering::SeqCst).min(self.workers),
+            crashed: self.shared.crashed.load(Ordering::Relaxed),
+            replaced: self.shared.replaced.load(Ordering::Relaxed),
+        } + fallback
     }
 }
 
@@ -580,6 +602,8 @@ impl WorkerPool {
             wake: crossbeam_channel::unbounded(),
             generation: lifecycle::generation(),
             alive: AtomicUsize::new(0),
+            crashed: AtomicU64::new(0),
+            replaced: AtomicU64::new(0),
             aborted: AtomicBool::new(false),
             children: Mutex::new(HashMap::new()),
             parking: AtomicBool::new(false),
