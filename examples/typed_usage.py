@@ -135,6 +135,7 @@ def plain_script() -> None:
         assert_type(ex.submit(repeat, b"w", 2).result(), bytes)
         assert_type(list(ex.map(total, [1, 2], [3, 4])), list[int])
         assert_type(list(ex.map(square, range(4), buffersize=2)), list[int])
+        assert_type(list(ex.map(square, range(4), progress=lambda done, total: None)), list[int])
     with rustpool.CpuExecutor(isolation="thread") as cpu:
         assert_type(cpu.submit(square, 7).result(), int)
         stats = cpu.stats()

@@ -33,6 +33,7 @@ from ._crossing import (
     refuse_while_loading_main,
 )
 from ._errors import WorkerCrashed
+from ._progress import Progress, atrack, meter, total_of, track
 from ._rustpool import BlockingPool, CpuPool
 from ._shared import Shared
 from ._stats import PoolStats
@@ -208,6 +209,7 @@ class _PoolExecutor:
         *iterables: Iterable[Any] | AsyncIterable[Any],
         ordered: bool = True,
         limit: int | None = None,
+        progress: Progress = False,
     ) -> AsyncGenerator[T, None]:
         """Async ``map``: ``async for result in pool.amap(fn, items): ...``.
 
@@ -216,8 +218,11 @@ class _PoolExecutor:
         in the order of the arguments, else as they complete. The first exception is raised at its
         place; leaving the loop early (break, an exception, cancellation) cancels the calls not
         started yet (at once with ``contextlib.aclosing(pool.amap(...))``, else when the
-        generator is collected)."""
-        return _amap(lambda a: self._pool.run(fn, *a), iterables, ordered, limit, self._max_workers)
+        generator is collected). ``progress``: True for a tqdm bar (the ``rustpool[progress]``
+        extra), a tqdm bar of yours, or ``callback(done, total)``; it counts results as they
+        are handed out."""
+        m = meter(progress, fn, total_of(iterables))
+        return atrack(_amap(lambda a: self._pool.run(fn, *a), iterables, ordered, limit, self._max_workers), m)
 
     @property
     def max_workers(self) -> int:
@@ -273,12 +278,16 @@ class ThreadExecutor(_PoolExecutor, _cf_thread.ThreadPoolExecutor):
         timeout: float | None = None,
         chunksize: int = 1,
         buffersize: int | None = None,
+        progress: Progress = False,
     ) -> Iterator[T]:
         """``Executor.map``, with Python 3.14's ``buffersize``: at most that many calls are
         submitted ahead of the result being read (the iterables are then read lazily).
-        ``chunksize`` is ignored, as by ``ThreadPoolExecutor``."""
+        ``chunksize`` is ignored, as by ``ThreadPoolExecutor``. ``progress``: True for a tqdm
+        bar (the ``rustpool[progress]`` extra), a tqdm bar of yours, or ``callback(done,
+        total)``; it counts results as they are read."""
         _check_buffersize(buffersize)
-        return _results(self.submit, fn, zip(*iterables), timeout, buffersize)
+        m = meter(progress, fn, total_of(iterables))
+        return track(_results(self.submit, fn, zip(*iterables), timeout, buffersize), m)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True
@@ -482,6 +491,7 @@ class CpuExecutor(_PoolExecutor, Executor):
         timeout: float | None = None,
         chunksize: int | Literal["auto"] = "auto",
         buffersize: int | None = None,
+        progress: Progress = False,
     ) -> Iterator[T]:
         """``Executor.map``, sending the calls in batches of ``chunksize`` as ProcessPoolExecutor
         does. ``"auto"`` (default) makes about four batches per worker (``multiprocessing.Pool``'s
@@ -490,7 +500,7 @@ class CpuExecutor(_PoolExecutor, Executor):
         read them lazily). ``buffersize`` (Python 3.14's): at most that many batches are submitted
         ahead of the results read. As with ProcessPoolExecutor, an exception is raised when its
         batch's turn comes."""
-        return self._map(self.submit, fn, iterables, timeout, chunksize, buffersize)
+        return self._map(self.submit, fn, iterables, timeout, chunksize, buffersize, progress)
 
     def _map(
         self,
@@ -500,6 +510,7 @@ class CpuExecutor(_PoolExecutor, Executor):
         timeout: float | None,
         chunksize: int | Literal["auto"],
         buffersize: int | None,
+        progress: Progress = False,
     ) -> Iterator[T]:
         _check_buffersize(buffersize)
         if chunksize == "auto":
@@ -517,11 +528,12 @@ class CpuExecutor(_PoolExecutor, Executor):
             raise TypeError(f'chunksize must be an int or "auto", not {chunksize!r}')
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        m = meter(progress, fn, total_of(iterables))
         calls = zip(*iterables)
         if chunksize == 1:
-            return _results(submit, fn, calls, timeout, buffersize)
+            return track(_results(submit, fn, calls, timeout, buffersize), m)
         batches = ((fn, chunk) for chunk in _chunks(chunksize, calls))
-        return _flatten(_results(submit, process_chunk, batches, timeout, buffersize))
+        return track(_flatten(_results(submit, process_chunk, batches, timeout, buffersize)), m)
 
     def share(self, obj: T) -> Shared[T]:
         """A handle that stands for ``obj`` in this pool's calls (and any other's): its big
@@ -589,10 +601,11 @@ class CallOptions:
         timeout: float | None = None,
         chunksize: int | Literal["auto"] = 1,
         buffersize: int | None = None,
+        progress: Progress = False,
     ) -> Iterator[T]:
         """``CpuExecutor.map`` with the options; one call per batch by default, so that the
         per-call timeout applies to each call (a batch's timeout covers the whole batch)."""
-        return self._executor._map(self.submit, fn, iterables, timeout, chunksize, buffersize)
+        return self._executor._map(self.submit, fn, iterables, timeout, chunksize, buffersize, progress)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._executor._pool.run_timed(self._timeout, fn, args, kwargs, self._isolation)  # type: ignore[no-any-return]
@@ -604,10 +617,13 @@ class CallOptions:
         *iterables: Iterable[Any] | AsyncIterable[Any],
         ordered: bool = True,
         limit: int | None = None,
+        progress: Progress = False,
     ) -> AsyncGenerator[T, None]:
         pool, timeout, isolation = self._executor._pool, self._timeout, self._isolation
         workers = self._executor.max_workers
-        return _amap(lambda a: pool.run_timed(timeout, fn, a, None, isolation), iterables, ordered, limit, workers)
+        m = meter(progress, fn, total_of(iterables))
+        calls = _amap(lambda a: pool.run_timed(timeout, fn, a, None, isolation), iterables, ordered, limit, workers)
+        return atrack(calls, m)
 
     def __repr__(self) -> str:
         return f"<rustpool.CallOptions timeout={self._timeout!r} isolation={self._isolation!r} of {self._executor!r}>"
