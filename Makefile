@@ -1,7 +1,8 @@
 # rustpool: everything a fresh machine needs goes through here.
 #   make demo   build, then rustpool side by side with the standard library's executors
 #   make test   cargo test + pytest on every CPython 3.11+ found (missing versions are reported)
-#   make bench  pytest-benchmark tables, rustpool beside its anchors
+#   make bench  pytest-benchmark tables, rustpool beside its anchors, and a PNG chart per table
+#               (docs/charts/<version>/, from .benchmarks/bench-<version>.json)
 #   make lint   cargo fmt + clippy, then ruff, mypy --strict, basedpyright, stubtest (scripts/lint.sh)
 SHELL := /bin/bash
 # The newest CPython found: the demo shows the best mode the machine has.
@@ -28,8 +29,10 @@ test:
 bench:
 	@set -e; for m in $(BENCH_PYTHONS); do \
 	  if [ -z "$$(scripts/pythons.sh find $$m)" ]; then echo "=== bench on $$m: SKIPPED (not installed)"; continue; fi; \
-	  py=$$(scripts/pythons.sh venv $$m); echo "=== bench on Python $$m"; \
-	  $$py -m pytest benches -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,max,rounds --benchmark-sort=name -q; \
+	  py=$$(scripts/pythons.sh venv $$m); echo "=== bench on Python $$m"; mkdir -p .benchmarks; \
+	  $$py -m pytest benches -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,max,rounds --benchmark-sort=name -q \
+	    --benchmark-json=.benchmarks/bench-$$m.json; \
+	  $$py benches/charts.py .benchmarks/bench-$$m.json docs/charts/$$m; \
 	done
 
 lint:
