@@ -82,7 +82,7 @@ def chart(name: str, items: list[dict[str, Any]], path: Path, python: str) -> No
     right.set_xlabel("loop lag p99 (ms)")
     for y, v in zip(ys, lags, strict=True):
         right.text(v, y, f" {v:.2f}", va="center", fontsize=8)
-    right.set_xlim(0, max(lags + [1.0]) * 1.35)
+    right.set_xlim(0, max([*lags, 1.0]) * 1.35)
     fig.suptitle("\n".join(textwrap.wrap(f"{name} (Python {python})", 110)), fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)

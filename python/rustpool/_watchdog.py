@@ -169,7 +169,12 @@ class LoopWatchdog:
         return native is not None and not native.stopped and self._pid == os.getpid()
 
     def start(self) -> LoopWatchdog:
-        """Begin watching (again). Callable from any thread."""
+        """Begin watching (again; a loop's other watchdog stops). Callable from any thread."""
+        with _watched_lock:
+            other = _watched.get(id(self.loop))
+            _watched[id(self.loop)] = self
+        if other is not None and other is not self:
+            other._native_stop()
         with self._lock:
             if self.running:
                 return self
@@ -198,6 +203,9 @@ class LoopWatchdog:
         with self._lock:
             native, self._native = self._native, None
             handle, self._handle = self._handle, None
+        with _watched_lock:
+            if _watched.get(id(self.loop)) is self:
+                del _watched[id(self.loop)]  # the registry never keeps a loop alive once stopped
         if native is not None:
             native.stop()
         if handle is not None:
@@ -208,6 +216,13 @@ class LoopWatchdog:
                     self.loop.call_soon_threadsafe(handle.cancel)
                 except RuntimeError:
                     pass  # closed meanwhile
+
+    def _native_stop(self) -> None:
+        """Stop without touching the registry (another watchdog took this loop's place)."""
+        with self._lock:
+            native, self._native = self._native, None
+        if native is not None:
+            native.stop()
 
     def __enter__(self) -> LoopWatchdog:
         return self
@@ -292,11 +307,7 @@ def watch_loop(
         if loop is None:
             raise RuntimeError("watch_loop() needs an event loop: call it from a coroutine, or pass loop=")
     with _watched_lock:
-        old = _watched.pop(id(loop), None)
-        if old is not None:
-            old.stop()
-        dog = LoopWatchdog(loop, float(threshold), on_block)
-        _watched[id(loop)] = dog
-        for key in [k for k, d in _watched.items() if d.loop.is_closed()]:
-            _watched.pop(key).stop()
-    return dog.start()
+        closed = [d for d in _watched.values() if d.loop.is_closed()]
+    for d in closed:
+        d.stop()
+    return LoopWatchdog(loop, float(threshold), on_block).start()
