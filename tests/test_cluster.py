@@ -71,6 +71,17 @@ def test_results_and_exceptions_come_back_with_the_remote_traceback(pool: rustpo
     assert "boom" in str(info.value.__cause__)
 
 
+def test_stats_count_the_calls_settled_on_the_cluster(cluster: Any) -> None:
+    with rustpool.CpuExecutor(cluster=cluster) as pool:
+        assert [f.result(WAIT) for f in [pool.submit(h.inc, i) for i in range(20)]] == list(range(1, 21))
+        with pytest.raises(ValueError):
+            pool.submit(h.boom, 1).result(WAIT)
+        s = pool.stats()
+        assert (s.done, s.failed, s.cancelled, s.queued, s.running) == (20, 1, 0, 0, 0)
+        assert s.workers == 2  # the cluster's Dask threads
+        assert "done=20" in repr(pool)
+
+
 def test_each_call_runs_in_a_worker_process_whose_parent_is_a_dask_worker(
     pool: rustpool.CpuExecutor, cluster: Any
 ) -> None:
