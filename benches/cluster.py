@@ -44,9 +44,14 @@ def main() -> None:
     import distributed
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
-    )
+    import dask
+
+    # Dask's profiler in this process's scheduler calls sys._current_frames(): unsafe beside
+    # subinterpreters (README, Limits).
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
+        )
     client = distributed.Client(cluster, set_as_default=False)
     retry_lost = "--retry-lost" in sys.argv
     pool = rustpool.CpuExecutor(cluster=rustpool.Cluster(client, retry_lost=retry_lost))

@@ -16,13 +16,16 @@
 //! (`lifecycle::enter`) only while it reports, and once the exit hook ran it ends instead.
 
 use crate::lifecycle;
+use pyo3::ffi;
 use pyo3::prelude::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 struct Beat {
     epoch: Instant,
+    /// The loop thread's Python thread state, as its ticks last saw it (see `LoopWatch::frame`).
+    thread: AtomicPtr<ffi::PyThreadState>,
     /// Nanoseconds from `epoch` to the last tick.
     last: AtomicU64,
     stop: AtomicBool,
@@ -55,6 +58,7 @@ impl LoopWatch {
         }
         let beat = Arc::new(Beat {
             epoch: Instant::now(),
+            thread: AtomicPtr::new(std::ptr::null_mut()),
             last: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
@@ -73,9 +77,36 @@ impl LoopWatch {
         Ok(LoopWatch { beat })
     }
 
-    /// The loop is alive: called by the loop's own callback every interval.
-    fn tick(&self) {
+    /// The loop is alive: called by the loop's own callback every interval (in its thread).
+    fn tick(&self, _py: Python<'_>) {
+        let tstate = unsafe { ffi::PyThreadState_Get() };
+        self.beat.thread.store(tstate, Ordering::Relaxed);
         self.beat.last.store(self.beat.now(), Ordering::Release);
+    }
+
+    /// The loop thread's innermost Python frame right now, or None (no tick yet, the thread is
+    /// gone, or it runs no Python). Not `sys._current_frames()`: that walks the threads of every
+    /// interpreter and makes frame objects for subinterpreter threads with this interpreter's
+    /// allocator, which corrupts memory while rustpool's subinterpreter workers run (CPython
+    /// 3.13-3.15). Here only a thread state of this interpreter is read, with its GIL held: one
+    /// the loop's tick recorded and that is still in the interpreter's list of threads (a thread
+    /// state leaves that list with the GIL held, so it cannot go while we look).
+    fn frame<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let wanted = self.beat.thread.load(Ordering::Relaxed);
+        if wanted.is_null() {
+            return None;
+        }
+        unsafe {
+            let mut t = ffi::PyInterpreterState_ThreadHead(ffi::PyInterpreterState_Get());
+            while !t.is_null() {
+                if t == wanted {
+                    let frame = ffi::PyThreadState_GetFrame(t);
+                    return Bound::from_owned_ptr_or_opt(py, frame.cast());
+                }
+                t = ffi::PyThreadState_Next(t);
+            }
+        }
+        None
     }
 
     /// Stop the thread (it ends within its next look; never waited for here, so `report` may

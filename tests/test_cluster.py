@@ -36,14 +36,20 @@ WAIT = 60.0
 
 
 def local_cluster() -> Any:
-    return distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",  # never the default port: tests make clusters side by side
-        worker_dashboard_address=None,
-        silence_logs=50,
-    )
+    import dask
+
+    # The scheduler runs in this process, and Dask's profiler samples it with
+    # sys._current_frames(), which corrupts memory while subinterpreters run here (a CPython
+    # bug; the default local pool on 3.13 is one): the profiler is off, as README's Limits say.
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # never the default port: tests make clusters side by side
+            worker_dashboard_address=None,
+            silence_logs=50,
+        )
 
 
 @pytest.fixture(scope="module")

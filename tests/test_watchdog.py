@@ -163,10 +163,16 @@ def test_a_loop_that_is_not_running_is_not_reported_as_blocked() -> None:
 def test_watch_loop_checks_its_arguments() -> None:
     with pytest.raises(RuntimeError, match="needs an event loop"):
         rustpool.watch_loop()
-    with pytest.raises(ValueError, match="threshold"):
-        rustpool.watch_loop(0, loop=asyncio.new_event_loop())
-    with pytest.raises(TypeError, match="on_block"):
-        rustpool.watch_loop(loop=asyncio.new_event_loop(), on_block=3)  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="threshold"):
+            rustpool.watch_loop(0, loop=loop)
+        with pytest.raises(TypeError, match="on_block"):
+            rustpool.watch_loop(loop=loop, on_block=3)  # type: ignore[arg-type]
+    finally:
+        loop.close()
+    with pytest.raises(RuntimeError, match="closed event loop"):
+        rustpool.watch_loop(loop=loop)
 
 
 def test_on_uvloop_a_blocking_call_is_reported_too() -> None:
@@ -175,6 +181,48 @@ def test_on_uvloop_a_blocking_call_is_reported_too() -> None:
     assert [b.ended for b in got] == [False, True]
     assert got[0].culprit is not None and got[0].culprit.function == "sleeps_on_the_loop"
     assert got[0].hint is not None and "to_thread" in got[0].hint
+
+
+STALLS_BESIDE_SUBINTERPRETERS = textwrap.dedent(
+    """
+    import asyncio, time, rustpool
+
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    async def main():
+        got = []
+        dog = rustpool.watch_loop(0.05, on_block=got.append)
+        with rustpool.CpuExecutor(2, isolation="interpreter") as pool:
+            busy = [asyncio.ensure_future(pool.run(fib, 24)) for _ in range(40)]
+            for _ in range(12):  # stalls while the subinterpreters run Python
+                await asyncio.sleep(0.03)
+                time.sleep(0.12)
+            await asyncio.gather(*busy)
+        dog.stop()
+        seen = [b for b in got if not b.ended]
+        assert len(seen) == 12, got
+        assert all(b.culprit.function == "main" for b in seen), seen
+        print("ok", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason='isolation="interpreter" needs CPython 3.13+')
+def test_reading_the_loops_frame_beside_running_subinterpreters_never_corrupts_the_process() -> None:
+    # sys._current_frames() would make frame objects for the subinterpreters' threads with this
+    # interpreter's allocator (a CPython bug); the watchdog reads the loop thread's frame only.
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-X", "faulthandler", "-c", STALLS_BESIDE_SUBINTERPRETERS],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout == "ok\n"
 
 
 EXITS = textwrap.dedent(

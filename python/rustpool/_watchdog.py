@@ -5,7 +5,7 @@ every coroutine. asyncio's debug mode says afterwards that a callback was slow, 
 and is too costly to leave on. Here the loop ticks a heartbeat (one ``call_later`` callback every
 tenth of the threshold, 50 ms at most) and a Rust thread (``_rustpool.LoopWatch``) watches it without the GIL. When a
 tick is ``threshold`` overdue, that thread calls ``_report`` here, with the GIL, and the loop
-thread's Python stack is read right then (``sys._current_frames``): the innermost frames with
+thread's Python stack is read right then (``LoopWatch.frame``): the innermost frames with
 file, line, function and the call being made, and a hint when that call is a known blocking one
 that ``await rustpool.to_thread(...)`` would take off the loop. When ticks come again, the stall's
 total length is reported. Reports go to the ``rustpool.watchdog`` logger (WARNING) or to
@@ -19,7 +19,6 @@ import linecache
 import logging
 import os
 import re
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,7 +157,6 @@ class LoopWatchdog:
         self.on_block = on_block
         self._native: LoopWatch | None = None
         self._handle: asyncio.TimerHandle | None = None
-        self._thread_id: int | None = None
         self._pid = os.getpid()
         self._seen: LoopBlock | None = None
         self._lock = threading.Lock()
@@ -188,7 +186,6 @@ class LoopWatchdog:
             self._interval = interval
 
             def first_tick() -> None:
-                self._thread_id = threading.get_ident()
                 self._tick(native)
 
             if _running_loop() is self.loop:
@@ -247,9 +244,10 @@ class LoopWatchdog:
                 if self.loop.is_closed():
                     self.stop()
                     return False
-                if not self.loop.is_running() or self._thread_id is None:
+                native = self._native
+                if not self.loop.is_running() or native is None:
                     return False
-                frame = sys._current_frames().get(self._thread_id)
+                frame = native.frame()  # never sys._current_frames(): see LoopWatch.frame
                 if frame is None:
                     return False
                 frames = _frames(frame)
