@@ -21,20 +21,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-ROLE_ORDER = {"rustpool": 0, "anchor": 1, "other": 2, "serial": 3, "floor": 4}
+from conftest import ROLE_ORDER
+from conftest import _fmt_time as fmt_time
+
 COLOURS = {"rustpool": "#d9531e", "anchor": "#5b6770", "other": "#9aa5ad", "serial": "#c7cdd1", "floor": "#c7cdd1"}
 
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:80] or "group"
-
-
-def fmt_time(s: float) -> str:
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.1f} us"
 
 
 def groups(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

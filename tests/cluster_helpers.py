@@ -24,19 +24,20 @@ def where() -> tuple[int, int]:
     return os.getpid(), os.getppid()
 
 
-def touch_then_sleep(path: str, seconds: float) -> int:
-    """Write this process's parent (the Dask worker on a cluster) to ``path``, then sleep."""
+def _publish_then_sleep(path: str, value: int, seconds: float) -> int:
+    """Write ``value`` to ``path`` (atomically: a reader never sees half of it), then sleep."""
     with open(path + ".tmp", "w") as f:
-        f.write(str(os.getppid()))
+        f.write(str(value))
     os.replace(path + ".tmp", path)
     time.sleep(seconds)
-    return os.getppid()
+    return value
+
+
+def touch_then_sleep(path: str, seconds: float) -> int:
+    """Write this process's parent (the Dask worker on a cluster) to ``path``, then sleep."""
+    return _publish_then_sleep(path, os.getppid(), seconds)
 
 
 def pid_then_sleep(path: str, seconds: float) -> int:
     """Write this process's pid (the worker process of the call) to ``path``, then sleep."""
-    with open(path + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(path + ".tmp", path)
-    time.sleep(seconds)
-    return os.getpid()
+    return _publish_then_sleep(path, os.getpid(), seconds)
