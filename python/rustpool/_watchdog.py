@@ -185,26 +185,21 @@ class LoopWatchdog:
             self._native = native
             self._interval = interval
 
-            def first_tick() -> None:
-                self._tick(native)
-
             if _running_loop() is self.loop:
-                first_tick()
+                self._tick(native)
             else:
-                self.loop.call_soon_threadsafe(first_tick)
+                self.loop.call_soon_threadsafe(self._tick, native)
         return self
 
     def stop(self) -> None:
         """Stop watching (the watchdog's thread ends at its next look). Callable from any thread,
         and from ``on_block``."""
-        with self._lock:
-            native, self._native = self._native, None
-            handle, self._handle = self._handle, None
         with _watched_lock:
             if _watched.get(id(self.loop)) is self:
                 del _watched[id(self.loop)]  # the registry never keeps a loop alive once stopped
-        if native is not None:
-            native.stop()
+        self._native_stop()
+        with self._lock:
+            handle, self._handle = self._handle, None
         if handle is not None:
             if _running_loop() is self.loop:
                 handle.cancel()
@@ -215,7 +210,8 @@ class LoopWatchdog:
                     pass  # closed meanwhile
 
     def _native_stop(self) -> None:
-        """Stop without touching the registry (another watchdog took this loop's place)."""
+        """Stop the clock (its next tick is not scheduled again), leaving the registry as it is
+        (another watchdog may have taken this loop's place)."""
         with self._lock:
             native, self._native = self._native, None
         if native is not None:
