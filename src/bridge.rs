@@ -9,7 +9,7 @@
 //! A future that is already done when its outcome arrives (the awaiting task was cancelled) is
 //! skipped silently. When the loop is closed, outcomes are dropped silently: nobody can await them.
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::{ffi, intern};

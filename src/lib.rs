@@ -2,7 +2,7 @@
 //! `bridge` (completing asyncio futures from pool threads), `job` (one unit of work), `runner`
 //! (the scheduler shared by thread pools), `attach` (pool threads' Python thread states),
 //! `blocking` (the elastic pool behind `to_thread`), `cpu` + `isolation/` (the CPU pool),
-//! `lifecycle` (exit, Ctrl-C and fork, for every pool), `stats` (what `pool.stats()` reads),
+//! `lifecycle` (exit, Ctrl-C and fork, for every pool), `sync` (fork-safe locks), `stats` (what `pool.stats()` reads),
 //! `watchdog` (the loop watchdog's clock).
 
 mod attach;
@@ -15,6 +15,7 @@ mod job;
 mod lifecycle;
 mod runner;
 mod stats;
+mod sync;
 mod watchdog;
 
 use pyo3::prelude::*;

@@ -15,7 +15,7 @@
 use crate::handoff::Handoff;
 use crate::job::Job;
 use crate::lifecycle::{self, Pool};
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use std::cell::Cell;

@@ -31,7 +31,7 @@
 use super::{Isolation, Mode};
 use crate::job::{Job, Work};
 use crate::lifecycle;
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;

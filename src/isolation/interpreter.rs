@@ -21,8 +21,8 @@ use super::workers::{
     WorkerPool, PANICKED, RECHECK_AFTER, UNLOADABLE,
 };
 use crate::job::panic_message;
+use crate::sync::Mutex;
 use crossbeam_channel::Receiver;
-use parking_lot::Mutex;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;
