@@ -119,8 +119,8 @@ class ClusterPool:
         )
         self._sent: dict[Any, list[Future[Any]]] = {}
         self._clearing = 0  # marks of settled batches still being cleared
-        # Calls settled: done, failed, cancelled, and batches lost with a Dask worker (stats()).
-        self._counts = [0, 0, 0, 0]
+        # For stats(): calls "done", "failed", "cancelled", and batches "lost" with a Dask worker.
+        self._counts: collections.Counter[str] = collections.Counter()
         self._closing = False
         self._scattered: dict[Any, Any] = {}
         self._scatter_lock = threading.Lock()
@@ -158,7 +158,7 @@ class ClusterPool:
         with self._lock:
             queued = len(self._queue)
             running = sum(len(b) for b in self._sent.values())
-            done, failed, cancelled, lost = self._counts
+            counts = self._counts.copy()
         workers = self._threads_seen
         return {
             "workers": workers,
@@ -166,10 +166,10 @@ class ClusterPool:
             "idle": max(workers - running, 0),
             "queued": queued,
             "running": running,
-            "done": done,
-            "failed": failed,
-            "cancelled": cancelled,
-            "crashed": lost,
+            "done": counts["done"],
+            "failed": counts["failed"],
+            "cancelled": counts["cancelled"],
+            "crashed": counts["lost"],
             "replaced": 0,
             "wait_median": None,
             "wait_p99": None,
@@ -237,7 +237,7 @@ class ClusterPool:
             if cancel_futures:
                 while self._queue:
                     self._queue.popleft()[0].cancel()
-                    self._counts[2] += 1
+                    self._counts["cancelled"] += 1
             self._lock.notify_all()
         if wait:
             self._dispatcher.join()
@@ -284,7 +284,7 @@ class ClusterPool:
             calls = [c for c in taken if c[0].set_running_or_notify_cancel()]
             if len(calls) < len(taken):
                 with self._lock:
-                    self._counts[2] += len(taken) - len(calls)  # cancelled before they went
+                    self._counts["cancelled"] += len(taken) - len(calls)  # cancelled before they went
             if calls:
                 self._send(calls)
 
@@ -359,9 +359,11 @@ class ClusterPool:
             outcomes = [(False, _lost(e, i, len(futures)), "") for i in range(len(futures))]
             lost = True
         with self._lock:
-            self._counts[3] += lost
-            for ok, value, _ in outcomes:
-                self._counts[0 if ok else 2 if isinstance(value, CancelledError) else 1] += 1
+            self._counts["lost"] += lost
+            self._counts.update(
+                "done" if ok else "cancelled" if isinstance(value, CancelledError) else "failed"
+                for ok, value, _ in outcomes
+            )
             # Gone from the batches out before the callers wake: the next lone call goes at once.
             self._sent.pop(task, None)
             for f in futures if self._where else ():
@@ -456,23 +458,21 @@ Calls = list[tuple[Any, tuple[Any, ...], dict[str, Any], float | None]]
 
 def _run_awaited(pool: Any, calls: Calls, batch: str) -> list[Any]:
     """A kill_on_cancel batch: each call awaited on this node's loop, cancellable by name."""
-    loop = _awaiting_loop()
 
-    async def start() -> list[asyncio.Future[Any]]:
+    async def run_all() -> list[asyncio.Future[Any]]:
         awaited = []
-        for i, (fn, args, kwargs, timeout) in enumerate(calls):
-            ex = pool.options(timeout=timeout) if timeout is not None else pool
-            a = asyncio.ensure_future(ex.run(fn, *args, **kwargs))
-            _node_awaited[(batch, i)] = a
-            awaited.append(a)
+        try:
+            for i, (fn, args, kwargs, timeout) in enumerate(calls):
+                ex = pool.options(timeout=timeout) if timeout is not None else pool
+                awaited.append(asyncio.ensure_future(ex.run(fn, *args, **kwargs)))
+                _node_awaited[(batch, i)] = awaited[-1]
+            await asyncio.wait(awaited)
+        finally:
+            for i in range(len(calls)):
+                _node_awaited.pop((batch, i), None)
         return awaited
 
-    awaited = asyncio.run_coroutine_threadsafe(start(), loop).result()
-    try:
-        asyncio.run_coroutine_threadsafe(asyncio.wait(awaited), loop).result()
-    finally:
-        for i in range(len(calls)):
-            _node_awaited.pop((batch, i), None)
+    awaited = asyncio.run_coroutine_threadsafe(run_all(), _awaiting_loop()).result()
     out: list[Any] = []
     for a in awaited:
         if a.cancelled():
@@ -501,9 +501,7 @@ def _claim(mark: str) -> bool:
     return bool(sync(worker.loop, claim))
 
 
-def _node_run(
-    calls: list[tuple[Any, tuple[Any, ...], dict[str, Any], float | None]], mark: str | None, awaited: str | None
-) -> list[Any]:
+def _node_run(calls: Calls, mark: str | None, awaited: str | None) -> list[Any]:
     """Run a batch on this node, each call in a rustpool worker process: ``(True, result, "")``
     or ``(False, exception, remote traceback)`` per call, in order. ``mark``: the name of the
     batch's Dask ``Event`` (None under ``retry_lost``): unset on the batch's first run, set by
